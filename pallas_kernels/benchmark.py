@@ -1,0 +1,178 @@
+"""Timing of the linear-attention ops: time per call after compile, tokens/s and FLOP/s.
+
+FLOP/s are reported against one nominal count per op and shape (the chunked algorithm's
+matmul FLOPs at chunk size 64, backward counted as twice the forward), the same for every
+impl, so a higher FLOP/s always means a faster call and the roofline fraction is comparable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+import pallas_kernels as pk
+from pallas_kernels.testing import random_inputs
+
+NOMINAL_CHUNK = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    batch: int
+    seq_len: int
+    heads: int
+    key_dim: int
+    value_dim: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    op: str
+    impl: str
+    mode: str  # "fwd" or "fwd_bwd"
+    shape: Shape
+    dtype: str
+    seconds: float  # median over the timed calls
+    compile_seconds: float
+    tokens_per_second: float
+    nominal_flops: float
+    flops_per_second: float
+
+
+def nominal_flops(op: str, shape: Shape, *, backward: bool) -> float:
+    """Matmul FLOPs of the chunked algorithm at chunk size 64 (see module docstring)."""
+    c, k, v = NOMINAL_CHUNK, shape.key_dim, shape.value_dim
+    per_chunk = 2 * c * c * k + 2 * c * c * v  # scores, scores @ values
+    per_chunk += 2 * c * k * v * 2  # queries @ state, keys^T @ values into the state
+    if op in ("delta_rule", "gated_delta_rule"):
+        per_chunk += 2 * c * c * k  # key Gram matrix
+        per_chunk += c * c * (k + v)  # triangular solve for u and w
+        per_chunk += 2 * c * k * v + 2 * c * k * k  # w @ state, the state transition
+    chunks = shape.batch * shape.heads * -(-shape.seq_len // c)
+    return float(per_chunk * chunks * (3 if backward else 1))
+
+
+def jax_callable(op: str, impl: str, mode: str, chunk_size: int) -> Callable:
+    """A jitted function of (q, k, v, *extras) running the op forward, or forward and backward."""
+    fn = pk.OPS[op]
+
+    def forward(*args):
+        return fn(*args, impl=impl, chunk_size=chunk_size)[0]
+
+    if mode == "fwd":
+        return jax.jit(forward)
+
+    def loss(*args):
+        return jnp.sum(forward(*args).astype(jnp.float32))
+
+    return jax.jit(jax.grad(loss, argnums=tuple(range(3 + len(pk.OP_EXTRA_ARGS[op])))))
+
+
+def time_call(
+    fn: Callable, args: Sequence, *, warmup: int, iters: int, sync: Callable = jax.block_until_ready
+) -> tuple[float, float]:
+    """(median seconds per call, seconds of the first call, which includes compilation)."""
+    start = time.perf_counter()
+    sync(fn(*args))
+    first = time.perf_counter() - start
+    for _ in range(warmup):
+        sync(fn(*args))
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        sync(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), first
+
+
+def bench_jax(
+    op: str,
+    impl: str,
+    mode: str,
+    shape: Shape,
+    dtype: str,
+    *,
+    chunk_size: int = NOMINAL_CHUNK,
+    warmup: int = 2,
+    iters: int = 10,
+) -> Timing:
+    args, _ = random_inputs(op, dataclasses.astuple(shape), dtype=jnp.dtype(dtype))
+    seconds, first = time_call(
+        jax_callable(op, impl, mode, chunk_size), args, warmup=warmup, iters=iters
+    )
+    return make_timing(op, impl, mode, shape, dtype, seconds, first)
+
+
+def make_timing(
+    op: str, impl: str, mode: str, shape: Shape, dtype: str, seconds: float, first: float
+) -> Timing:
+    flops = nominal_flops(op, shape, backward=mode == "fwd_bwd")
+    return Timing(
+        op=op,
+        impl=impl,
+        mode=mode,
+        shape=shape,
+        dtype=dtype,
+        seconds=seconds,
+        compile_seconds=max(first - seconds, 0.0),
+        tokens_per_second=shape.batch * shape.seq_len / seconds,
+        nominal_flops=flops,
+        flops_per_second=flops / seconds,
+    )
+
+
+def format_table(timings: Sequence[Timing]) -> str:
+    """One row per timing, with the speed-up of each row over the slowest impl of its group."""
+    slowest: dict[tuple[str, str], float] = {}
+    for t in timings:
+        key = (t.op, t.mode)
+        slowest[key] = max(slowest.get(key, 0.0), t.seconds)
+    header = (
+        f"{'op':<18}{'mode':<9}{'impl':<11}{'ms':>10}{'Mtok/s':>10}{'GFLOP/s':>10}{'speedup':>9}"
+    )
+    rows = [header, "-" * len(header)]
+    for t in timings:
+        rows.append(
+            f"{t.op:<18}{t.mode:<9}{t.impl:<11}{t.seconds * 1e3:>10.2f}"
+            f"{t.tokens_per_second / 1e6:>10.3f}{t.flops_per_second / 1e9:>10.1f}"
+            f"{slowest[(t.op, t.mode)] / t.seconds:>8.2f}x"
+        )
+    return "\n".join(rows)
+
+
+def run(
+    ops: Sequence[str],
+    impls: Sequence[str],
+    modes: Sequence[str],
+    shape: Shape,
+    dtype: str,
+    *,
+    chunk_size: int = NOMINAL_CHUNK,
+    warmup: int = 2,
+    iters: int = 10,
+    log: Callable[[str], None] = print,
+) -> list[Timing]:
+    """Times every (op, mode, impl) combination; logs one line per timing as it finishes."""
+    for name, values, allowed in (
+        ("ops", ops, tuple(pk.OPS)),
+        ("impls", impls, pk.IMPLS),
+        ("modes", modes, ("fwd", "fwd_bwd")),
+    ):
+        unknown = [x for x in values if x not in allowed]
+        if unknown:
+            raise ValueError(f"unknown {name} {unknown}; choose from {allowed}")
+    timings = []
+    for op in ops:
+        for mode in modes:
+            for impl in impls:
+                t = bench_jax(
+                    op, impl, mode, shape, dtype, chunk_size=chunk_size, warmup=warmup, iters=iters
+                )
+                log(f"{op} {mode} {impl}: {t.seconds * 1e3:.2f} ms")
+                timings.append(t)
+    return timings

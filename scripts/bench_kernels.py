@@ -1,0 +1,67 @@
+"""Benchmarks the linear-attention ops: time per call, tokens/s and FLOP/s per impl.
+
+    python scripts/bench_kernels.py --ops=delta_rule,gated_delta_rule --impls=recurrent,chunk \
+        --batch=4 --seq_len=2048 --heads=4 --key_dim=64 --value_dim=64 --dtype=float32
+
+Prints a table and writes the timings with the run's environment record as JSON (--output).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from absl import app, flags
+
+from asi_jax.provenance import environment_record
+from pallas_kernels import benchmark
+
+_OPS = flags.DEFINE_list("ops", ["delta_rule", "gated_delta_rule"], "Ops to time.")
+_IMPLS = flags.DEFINE_list("impls", ["recurrent", "chunk"], "Implementations to time.")
+_MODES = flags.DEFINE_list("modes", ["fwd", "fwd_bwd"], "fwd and/or fwd_bwd.")
+_BATCH = flags.DEFINE_integer("batch", 4, "B.")
+_SEQ_LEN = flags.DEFINE_integer("seq_len", 2048, "T.")
+_HEADS = flags.DEFINE_integer("heads", 4, "H.")
+_KEY_DIM = flags.DEFINE_integer("key_dim", 64, "K.")
+_VALUE_DIM = flags.DEFINE_integer("value_dim", 64, "V.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16", "float16"], "q/k/v dtype.")
+_CHUNK_SIZE = flags.DEFINE_integer("chunk_size", 64, "Chunk size of the chunk impl.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls after the compiling one.")
+_ITERS = flags.DEFINE_integer("iters", 10, "Timed calls; the median is reported.")
+_OUTPUT = flags.DEFINE_string("output", "bench_results/kernels.json", "JSON file to write.")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    shape = benchmark.Shape(
+        _BATCH.value, _SEQ_LEN.value, _HEADS.value, _KEY_DIM.value, _VALUE_DIM.value
+    )
+    try:
+        timings = benchmark.run(
+            _OPS.value,
+            _IMPLS.value,
+            _MODES.value,
+            shape,
+            _DTYPE.value,
+            chunk_size=_CHUNK_SIZE.value,
+            warmup=_WARMUP.value,
+            iters=_ITERS.value,
+        )
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+    print(benchmark.format_table(timings))
+    output = Path(_OUTPUT.value)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "environment": environment_record(),
+        "flags": {f.name: f.value for f in flags.FLAGS.get_key_flags_for_module(__name__)},
+        "timings": [dataclasses.asdict(t) for t in timings],
+    }
+    output.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    app.run(main)
