@@ -23,9 +23,11 @@ sum is ever formed and autodiff sees no inf * 0. Per-key-channel decays (GLA) wo
 first position as the reference point for the blocks below the diagonal, as flash-linear-
 attention does, so only the [16, 16, K] diagonal blocks are formed in full.
 
-Gradients: plain autodiff through this forward. Its backward is itself chunked (the scan's
-transpose is an N-step scan, the rest is batched matmuls and one triangular solve per chunk),
-so it keeps the chunk form's advantage over the recurrence; figures in BENCHMARKS.md.
+Gradients: autodiff through this forward, except for the triangular solve, whose backward is
+written by hand (`_solve_unit_lower`). Autodiff of the rest is already chunked (the scan's
+transpose is an N-step scan, everything else batched matmuls), so a hand-written backward of
+the whole op would save little time here; it is what the Pallas kernels are for. Figures in
+BENCHMARKS.md.
 All arithmetic is float32 whatever the input dtype.
 """
 
@@ -56,14 +58,40 @@ def _pairwise_decay(b: Array, mask: Array) -> Array:
     return _masked_exp(b[..., :, None] - b[..., None, :], mask)
 
 
+@jax.custom_vjp
 def _solve_unit_lower(lower: Array, rhs: Array) -> Array:
     """Solves (I + lower) x = rhs for strictly lower-triangular `lower`: [..., C, C], [..., C, R].
 
     Blocked forward substitution: the [s, s] diagonal blocks (s = 16) are inverted row by row
     in parallel, then block rows are eliminated with matmuls. Numerically this is forward
-    substitution (no powers of `lower`, whose entries explode for correlated keys), and unlike
-    `lax.linalg.triangular_solve` its autodiff is fast on CPU.
+    substitution (no powers of `lower`, whose entries explode for correlated keys). Its
+    backward is written by hand (one transposed solve and a matmul): autodiff through the
+    unrolled substitution was half the delta rules' fwd+bwd time on CPU, and
+    `lax.linalg.triangular_solve`'s own gradient compiled for minutes there.
     """
+    return _forward_substitution(lower, rhs)
+
+
+def _solve_unit_lower_fwd(lower: Array, rhs: Array) -> tuple[Array, tuple[Array, Array]]:
+    x = _forward_substitution(lower, rhs)
+    return x, (lower, x)
+
+
+def _solve_unit_lower_bwd(res: tuple[Array, Array], dx: Array) -> tuple[Array, Array]:
+    # x = (I + L)^-1 r  =>  dr = (I + L)^-T dx and dL = -strict_tril(dr x^T). The transposed
+    # system is unit upper-triangular; reversing rows and columns makes it unit lower again.
+    lower, x = res
+    flipped = jnp.flip(jnp.swapaxes(lower, -1, -2), axis=(-1, -2))
+    drhs = jnp.flip(_forward_substitution(flipped, jnp.flip(dx, axis=-2)), axis=-2)
+    dlower = -jnp.tril(jnp.einsum("...ir,...jr->...ij", drhs, x), -1)
+    return dlower, drhs
+
+
+_solve_unit_lower.defvjp(_solve_unit_lower_fwd, _solve_unit_lower_bwd)
+
+
+def _forward_substitution(lower: Array, rhs: Array) -> Array:
+    """The forward pass of `_solve_unit_lower` (see there)."""
     size = lower.shape[-1]
     sub = math.gcd(size, _SUB_CHUNK)
     n = size // sub

@@ -1,0 +1,71 @@
+"""scripts/bench_kernels.py and the benchmark library behind it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pallas_kernels import benchmark
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_script_prints_a_table_and_writes_json(tmp_path):
+    out = tmp_path / "k.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench_kernels.py"),
+            "--ops=gla,delta_rule",
+            "--impls=recurrent,chunk",
+            "--batch=1",
+            "--seq_len=40",
+            "--heads=1",
+            "--key_dim=8",
+            "--value_dim=8",
+            "--chunk_size=16",
+            "--iters=2",
+            "--warmup=0",
+            f"--output={out}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    assert "GFLOP/s" in result.stdout
+    record = json.loads(out.read_text())
+    assert record["environment"]["packages"]["jax"]
+    assert record["flags"]["seq_len"] == 40
+    rows = {(t["op"], t["mode"], t["impl"]) for t in record["timings"]}
+    assert len(rows) == 2 * 2 * 2
+    assert all(t["seconds"] > 0 and t["flops_per_second"] > 0 for t in record["timings"])
+
+
+def test_script_rejects_an_unknown_op(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_kernels.py"), "--ops=mamba3"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode != 0
+    assert "unknown ops ['mamba3']" in result.stderr
+
+
+def test_nominal_flops_scale_with_chunks_and_backward():
+    shape = benchmark.Shape(1, 128, 1, 64, 64)
+    fwd = benchmark.nominal_flops("linear_attention", shape, backward=False)
+    # two chunks of 64: scores and scores @ v (2 * 64^3 each), q @ S and k^T v (2 * 64^3 each)
+    assert fwd == 2 * (4 * 2 * 64**3)
+    assert benchmark.nominal_flops("linear_attention", shape, backward=True) == 3 * fwd
+    assert benchmark.nominal_flops("delta_rule", shape, backward=False) > fwd
+
+
+def test_run_rejects_unknown_impl():
+    with pytest.raises(ValueError, match="unknown impls"):
+        benchmark.run(["gla"], ["triton"], ["fwd"], benchmark.Shape(1, 8, 1, 4, 4), "float32")
