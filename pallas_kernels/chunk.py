@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -145,25 +146,37 @@ def _scores_per_key_decay(q: Array, k: Array, b: Array) -> Array:
     return scores.reshape(*lead, size, size)
 
 
-@functools.partial(jax.jit, static_argnames=("scale", "output_final_state", "chunk_size"))
-def chunk(
+class ChunkTerms(NamedTuple):
+    """Everything the sequential part of the chunk algorithm needs, per chunk.
+
+    After these, chunk n's output and next state depend only on the state S entering it:
+        v' = u - w S (u if w is None);  o = q_inter S + scores v';
+        S+ = decay[:, None] * S + k_state^T v'  (decay None: 1).
+    """
+
+    q_inter: Array  # [B, H, N, C, K]  scale * q * e^{b}
+    scores: Array  # [B, H, N, C, C]  causal intra-chunk scores, scale and decays folded in
+    u: Array  # [B, H, N, C, V]  v, or the delta rules' (I + L)^-1 (beta v)
+    w: Array | None  # [B, H, N, C, K]  the delta rules' (I + L)^-1 (beta e^b k)
+    k_state: Array  # [B, H, N, C, K]  k * e^{b_C - b}
+    decay: Array | None  # [B, H, N, K]  e^{b_C} per key channel (scalar decays broadcast)
+
+
+def chunk_terms(
     q: Array,
     k: Array,
     v: Array,
     g: Array | None,
     gk: Array | None,
     beta: Array | None,
-    initial_state: Array | None,
     *,
     scale: float,
-    output_final_state: bool,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> tuple[Array, Array | None]:
-    """Chunked form of `recurrent.recurrent`; same arguments and results, plus `chunk_size`."""
+    chunk_size: int,
+) -> ChunkTerms:
+    """The parallel part of the chunk algorithm: all chunks at once, float32, zero-padded T."""
     if gk is not None and beta is not None:
         raise NotImplementedError("the delta rule with per-key-channel decay is not an op here")
     batch, seq_len, heads, key_dim = q.shape
-    value_dim = v.shape[-1]
     size = chunk_size
     n_chunks = -(-seq_len // size)
     pad = n_chunks * size - seq_len
@@ -185,59 +198,99 @@ def chunk(
         scores = jnp.einsum("bhnik,bhnjk->bhnij", qc, kc) * gamma
         q_inter = qc * jnp.exp(b)[..., None]
         k_state = kc * jnp.exp(b[..., -1:] - b)[..., None]
-        chunk_decay = jnp.exp(b[..., -1])[..., None, None]  # [B, H, N, 1, 1]
+        decay = jnp.broadcast_to(jnp.exp(b[..., -1:]), (*b.shape[:-1], key_dim))
     elif gk is not None:
         b = jnp.cumsum(to_chunks(gk), axis=-2)  # [B, H, N, C, K]
         gamma = None
         scores = _scores_per_key_decay(qc, kc, b)
         q_inter = qc * jnp.exp(b)
         k_state = kc * jnp.exp(b[..., -1:, :] - b)
-        chunk_decay = jnp.exp(b[..., -1, :])[..., None]  # [B, H, N, K, 1]
+        decay = jnp.exp(b[..., -1, :])
     else:
-        b = gamma = None
+        b = gamma = decay = None
         scores = jnp.einsum("bhnik,bhnjk->bhnij", qc, kc) * causal
-        q_inter, k_state, chunk_decay = qc, kc, None
+        q_inter, k_state = qc, kc
 
-    if beta is not None:
-        beta_c = to_chunks(beta)[..., None]  # [B, H, N, C, 1]
-        gram = jnp.einsum("bhnik,bhnjk->bhnij", kc, kc) * beta_c
-        strict = _causal_mask(size, strict=True)
-        gram = gram * (strict if gamma is None else jnp.where(strict, gamma, 0.0))
-        k_w = kc if b is None else kc * jnp.exp(b)[..., None]
-        rhs = jnp.concatenate([beta_c * vc, beta_c * k_w], axis=-1)
-        sol = _solve_unit_lower(gram, rhs)
-        u, w = sol[..., :value_dim], sol[..., value_dim:]
-        transition = -jnp.einsum("bhnck,bhncl->bhnkl", k_state, w)  # M = decay * I - k^T w
-        if chunk_decay is None:
-            transition = transition + jnp.eye(key_dim, dtype=jnp.float32)
-        else:
-            transition = transition + chunk_decay * jnp.eye(key_dim, dtype=jnp.float32)
+    if beta is None:
+        return ChunkTerms(q_inter, scores, vc, None, k_state, decay)
+    beta_c = to_chunks(beta)[..., None]  # [B, H, N, C, 1]
+    gram = jnp.einsum("bhnik,bhnjk->bhnij", kc, kc) * beta_c
+    strict = _causal_mask(size, strict=True)
+    gram = gram * (strict if gamma is None else jnp.where(strict, gamma, 0.0))
+    k_w = kc if b is None else kc * jnp.exp(b)[..., None]
+    sol = _solve_unit_lower(gram, jnp.concatenate([beta_c * vc, beta_c * k_w], axis=-1))
+    value_dim = v.shape[-1]
+    return ChunkTerms(q_inter, scores, sol[..., :value_dim], sol[..., value_dim:], k_state, decay)
+
+
+def from_chunks(o: Array, seq_len: int, dtype: jnp.dtype) -> Array:
+    """[B, H, N, C, V] -> [B, T, H, V] in `dtype`, dropping the padding."""
+    batch, heads, n_chunks, size, value_dim = o.shape
+    o = o.reshape(batch, heads, n_chunks * size, value_dim)[:, :, :seq_len]
+    return jnp.moveaxis(o, 1, 2).astype(dtype)
+
+
+def initial_state_or_zeros(initial_state: Array | None, shape: tuple[int, ...]) -> Array:
+    if initial_state is None:
+        return jnp.zeros(shape, jnp.float32)
+    return initial_state.astype(jnp.float32)
+
+
+def _pass_states(terms: ChunkTerms, state: Array) -> tuple[Array, Array]:
+    """The sequential part in XLA: S+ = M S + D with M, D built in parallel, then the outputs.
+
+    Returns o [B, H, N, C, V] and the final state [B, H, K, V].
+    """
+    key_dim = terms.q_inter.shape[-1]
+    eye = jnp.eye(key_dim, dtype=jnp.float32)
+    # D = k^T u and, for the delta rules, M = diag(decay) - k^T w; otherwise M = diag(decay).
+    drive = jnp.einsum("bhnck,bhncv->bhnkv", terms.k_state, terms.u)
+    if terms.w is not None:
+        transition = -jnp.einsum("bhnck,bhncl->bhnkl", terms.k_state, terms.w)
+        transition += eye if terms.decay is None else terms.decay[..., None] * eye
+        per_step = transition
     else:
-        u, w, transition = vc, None, None
-    drive = jnp.einsum("bhnck,bhncv->bhnkv", k_state, u)  # D = k^T u
+        per_step = None if terms.decay is None else terms.decay[..., None]  # [B, H, N, K, 1]
 
-    def pass_state(s: Array, xs: tuple) -> tuple[Array, Array]:  # s: [B, H, K, V]
+    def step(s: Array, xs: tuple) -> tuple[Array, Array]:  # s: [B, H, K, V]
         m, d = xs
-        if transition is not None:
+        if terms.w is not None:
             s_next = jnp.einsum("bhkl,bhlv->bhkv", m, s) + d
-        elif chunk_decay is not None:
+        elif m is not None:
             s_next = m * s + d
         else:
             s_next = s + d
         return s_next, s
 
-    if initial_state is None:
-        state = jnp.zeros((batch, heads, key_dim, value_dim), jnp.float32)
-    else:
-        state = initial_state.astype(jnp.float32)
-    per_step = transition if transition is not None else chunk_decay
     xs = (None if per_step is None else jnp.moveaxis(per_step, 2, 0), jnp.moveaxis(drive, 2, 0))
-    final_state, starts = jax.lax.scan(pass_state, state, xs)
+    final_state, starts = jax.lax.scan(step, state, xs)
     starts = jnp.moveaxis(starts, 0, 2)  # [B, H, N, K, V]: the state entering each chunk
 
-    v_new = u if w is None else u - jnp.einsum("bhnck,bhnkv->bhncv", w, starts)
-    o = jnp.einsum("bhnck,bhnkv->bhncv", q_inter, starts)
-    o = o + jnp.einsum("bhnij,bhnjv->bhniv", scores, v_new)
-    o = o.reshape(batch, heads, n_chunks * size, value_dim)[:, :, :seq_len]
-    o = jnp.moveaxis(o, 1, 2).astype(v.dtype)
-    return o, (final_state if output_final_state else None)
+    v_new = terms.u
+    if terms.w is not None:
+        v_new = v_new - jnp.einsum("bhnck,bhnkv->bhncv", terms.w, starts)
+    o = jnp.einsum("bhnck,bhnkv->bhncv", terms.q_inter, starts)
+    o = o + jnp.einsum("bhnij,bhnjv->bhniv", terms.scores, v_new)
+    return o, final_state
+
+
+@functools.partial(jax.jit, static_argnames=("scale", "output_final_state", "chunk_size"))
+def chunk(
+    q: Array,
+    k: Array,
+    v: Array,
+    g: Array | None,
+    gk: Array | None,
+    beta: Array | None,
+    initial_state: Array | None,
+    *,
+    scale: float,
+    output_final_state: bool,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> tuple[Array, Array | None]:
+    """Chunked form of `recurrent.recurrent`; same arguments and results, plus `chunk_size`."""
+    batch, seq_len, heads, key_dim = q.shape
+    terms = chunk_terms(q, k, v, g, gk, beta, scale=scale, chunk_size=chunk_size)
+    state = initial_state_or_zeros(initial_state, (batch, heads, key_dim, v.shape[-1]))
+    o, final_state = _pass_states(terms, state)
+    return from_chunks(o, seq_len, v.dtype), (final_state if output_final_state else None)

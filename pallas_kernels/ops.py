@@ -9,8 +9,9 @@ Log decays (g, gk) are expected <= 0, i.e. decays in (0, 1].
 `impl` picks the implementation:
   "recurrent"  lax.scan over time in float32: the ground truth (`recurrent.py`).
   "chunk"      chunked pure XLA: runs everywhere (`chunk.py`).
-  "pallas"     Pallas kernels (GPU / TPU; interpret mode on CPU): not built yet.
-  "auto"       the best available for the default backend: "chunk" for now.
+  "pallas"     Pallas kernels: Triton-lowered on GPU, Mosaic on TPU, interpreted on CPU
+               (`pallas_chunk.py`); raises on any other platform.
+  "auto"       "pallas" on GPU and TPU, "chunk" elsewhere.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from pallas_kernels.chunk import DEFAULT_CHUNK_SIZE, chunk
+from pallas_kernels.pallas_chunk import pallas
 from pallas_kernels.recurrent import recurrent
 
 Impl = Literal["auto", "recurrent", "chunk", "pallas"]
@@ -31,12 +33,9 @@ IMPLS: tuple[str, ...] = ("auto", "recurrent", "chunk", "pallas")
 def _resolve_impl(impl: str) -> str:
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    if impl == "pallas":
-        raise NotImplementedError(
-            "impl='pallas' has no kernels yet on any platform "
-            f"(default backend: {jax.default_backend()}); use impl='chunk'"
-        )
-    return "chunk" if impl == "auto" else impl
+    if impl == "auto":
+        return "pallas" if jax.default_backend() in ("gpu", "tpu") else "chunk"
+    return impl
 
 
 def _check_float(name: str, x: Array) -> None:
@@ -98,11 +97,11 @@ def _run(
     initial_state: Array | None,
     output_final_state: bool,
     impl: str,
-    chunk_size: int,
+    chunk_size: int | None,
 ) -> tuple[Array, Array | None]:
     _check_inputs(q, k, v, g=g, gk=gk, beta=beta, initial_state=initial_state)
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     args = (q, k, v, g, gk, beta, initial_state)
     flags = dict(scale=scale, output_final_state=bool(output_final_state))
@@ -110,7 +109,9 @@ def _run(
         case "recurrent":
             return recurrent(*args, **flags)
         case "chunk":
-            return chunk(*args, **flags, chunk_size=chunk_size)
+            return chunk(*args, **flags, chunk_size=chunk_size or DEFAULT_CHUNK_SIZE)
+        case "pallas":
+            return pallas(*args, **flags, chunk_size=chunk_size)
     raise AssertionError(impl)
 
 
@@ -123,7 +124,7 @@ def linear_attention(
     initial_state: Array | None = None,
     output_final_state: bool = False,
     impl: Impl = "auto",
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> tuple[Array, Array | None]:
     """Causal linear attention: S_t = S_{t-1} + k_t v_t^T, o_t = S_t^T (scale q_t)."""
     return _run(
@@ -142,7 +143,7 @@ def simple_gla(
     initial_state: Array | None = None,
     output_final_state: bool = False,
     impl: Impl = "auto",
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> tuple[Array, Array | None]:
     """Scalar-gated linear attention (RetNet, Mamba2-like): S_t = e^{g_t} S_{t-1} + k_t v_t^T.
 
@@ -164,7 +165,7 @@ def gla(
     initial_state: Array | None = None,
     output_final_state: bool = False,
     impl: Impl = "auto",
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> tuple[Array, Array | None]:
     """Gated linear attention: S_t = diag(e^{gk_t}) S_{t-1} + k_t v_t^T.
 
@@ -186,7 +187,7 @@ def delta_rule(
     initial_state: Array | None = None,
     output_final_state: bool = False,
     impl: Impl = "auto",
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> tuple[Array, Array | None]:
     """DeltaNet: S_t = S_{t-1} + beta_t k_t (v_t - S_{t-1}^T k_t)^T.
 
@@ -210,7 +211,7 @@ def gated_delta_rule(
     initial_state: Array | None = None,
     output_final_state: bool = False,
     impl: Impl = "auto",
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> tuple[Array, Array | None]:
     """Gated DeltaNet: S_t = e^{g_t} S_{t-1} + beta_t k_t (v_t - e^{g_t} S_{t-1}^T k_t)^T.
 

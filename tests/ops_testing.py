@@ -9,9 +9,12 @@ import numpy as np
 import pallas_kernels as pk
 
 
-def outputs_and_grads(op: str, args: tuple, h0, **kwargs):
-    """(o, final_state, grads of a fixed random projection of both w.r.t. every input)."""
-    fn = pk.OPS[op]
+def outputs_and_grads(op: str, args: tuple, h0, *, fn=None, **kwargs):
+    """(o, final_state, grads of a fixed random projection of both w.r.t. every input).
+
+    `fn` (default: the public op) takes the op's arguments and keywords.
+    """
+    fn = fn or pk.OPS[op]
 
     def loss(args, h0):
         o, s = fn(*args, initial_state=h0, output_final_state=True, **kwargs)
