@@ -1,5 +1,9 @@
 """Timing of the linear-attention ops: time per call after compile, tokens/s and FLOP/s.
 
+Besides our impls ("recurrent", "chunk", "pallas"), "fla" times flash-linear-attention's
+Triton chunk kernels on the same inputs when PyTorch and fla are importable with CUDA, so the
+JAX and PyTorch kernels compare in one run.
+
 FLOP/s are reported against one nominal count per op and shape (the chunked algorithm's
 matmul FLOPs at chunk size 64, backward counted as twice the forward), the same for every
 impl, so a higher FLOP/s always means a faster call and the roofline fraction is comparable.
@@ -8,17 +12,49 @@ impl, so a higher FLOP/s always means a faster call and the roofline fraction is
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import statistics
 import time
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import pallas_kernels as pk
 from pallas_kernels.testing import random_inputs
 
 NOMINAL_CHUNK = 64
+FLA = "fla"
+
+# fla's chunk entry points for our ops; every one takes (q, k, v, *extras) in our order.
+_FLA_FUNCTIONS = {
+    "linear_attention": ("fla.ops.linear_attn", "chunk_linear_attn", {"normalize": False}),
+    "simple_gla": ("fla.ops.simple_gla", "chunk_simple_gla", {}),
+    "gla": ("fla.ops.gla", "chunk_gla", {}),
+    "delta_rule": ("fla.ops.delta_rule", "chunk_delta_rule", {}),
+    "gated_delta_rule": ("fla.ops.gated_delta_rule", "chunk_gated_delta_rule", {}),
+}
+
+# Dense bf16 tensor-core peaks (FLOP/s) by device kind, for the roofline column.
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v5e": 197e12}
+
+
+def peak_flops(device_kind: str) -> float | None:
+    for name, peak in PEAK_BF16_FLOPS.items():
+        if name.lower() in device_kind.lower():
+            return peak
+    return None
+
+
+def fla_available() -> bool:
+    """True when PyTorch with CUDA and flash-linear-attention can run here."""
+    try:
+        torch = importlib.import_module("torch")
+        importlib.import_module("fla.ops")
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +93,7 @@ def nominal_flops(op: str, shape: Shape, *, backward: bool) -> float:
     return float(per_chunk * chunks * (3 if backward else 1))
 
 
-def jax_callable(op: str, impl: str, mode: str, chunk_size: int) -> Callable:
+def jax_callable(op: str, impl: str, mode: str, chunk_size: int | None) -> Callable:
     """A jitted function of (q, k, v, *extras) running the op forward, or forward and backward."""
     fn = pk.OPS[op]
 
@@ -97,7 +133,7 @@ def bench_jax(
     shape: Shape,
     dtype: str,
     *,
-    chunk_size: int = NOMINAL_CHUNK,
+    chunk_size: int | None = None,
     warmup: int = 2,
     iters: int = 10,
 ) -> Timing:
@@ -106,6 +142,36 @@ def bench_jax(
         jax_callable(op, impl, mode, chunk_size), args, warmup=warmup, iters=iters
     )
     return make_timing(op, impl, mode, shape, dtype, seconds, first)
+
+
+def bench_fla(
+    op: str, mode: str, shape: Shape, dtype: str, *, warmup: int = 2, iters: int = 10
+) -> Timing:
+    """flash-linear-attention's Triton chunk kernel for `op` on the same inputs as ours."""
+    torch = importlib.import_module("torch")
+    module, name, kwargs = _FLA_FUNCTIONS[op]
+    fn = getattr(importlib.import_module(module), name)
+    args, _ = random_inputs(op, dataclasses.astuple(shape), dtype=jnp.dtype(dtype))
+    torch_dtype = getattr(torch, dtype)
+    tensors = [
+        torch.from_numpy(np.asarray(x, np.float32)).to(
+            "cuda", torch_dtype if i < 3 else torch.float32
+        )
+        for i, x in enumerate(args)
+    ]
+    for t in tensors:
+        t.requires_grad_(mode == "fwd_bwd")
+
+    def call():
+        o = fn(*tensors, **kwargs)[0]
+        if mode == "fwd_bwd":
+            o.float().sum().backward()
+        return o
+
+    seconds, first = time_call(
+        call, (), warmup=warmup, iters=iters, sync=lambda _: torch.cuda.synchronize()
+    )
+    return make_timing(op, FLA, mode, shape, dtype, seconds, first)
 
 
 def make_timing(
@@ -126,22 +192,34 @@ def make_timing(
     )
 
 
-def format_table(timings: Sequence[Timing]) -> str:
-    """One row per timing, with the speed-up of each row over the slowest impl of its group."""
+def format_table(timings: Sequence[Timing], peak: float | None = None) -> str:
+    """One row per timing: speed-up over the slowest impl of its (op, mode), time relative to
+    fla's where fla ran, and the fraction of `peak` FLOP/s where a peak is known."""
     slowest: dict[tuple[str, str], float] = {}
+    fla: dict[tuple[str, str], float] = {}
     for t in timings:
         key = (t.op, t.mode)
         slowest[key] = max(slowest.get(key, 0.0), t.seconds)
+        if t.impl == FLA:
+            fla[key] = t.seconds
     header = (
         f"{'op':<18}{'mode':<9}{'impl':<11}{'ms':>10}{'Mtok/s':>10}{'GFLOP/s':>10}{'speedup':>9}"
     )
+    header += f"{'vs fla':>9}" if fla else ""
+    header += f"{'% peak':>8}" if peak else ""
     rows = [header, "-" * len(header)]
     for t in timings:
-        rows.append(
+        key = (t.op, t.mode)
+        row = (
             f"{t.op:<18}{t.mode:<9}{t.impl:<11}{t.seconds * 1e3:>10.2f}"
             f"{t.tokens_per_second / 1e6:>10.3f}{t.flops_per_second / 1e9:>10.1f}"
-            f"{slowest[(t.op, t.mode)] / t.seconds:>8.2f}x"
+            f"{slowest[key] / t.seconds:>8.2f}x"
         )
+        if fla:
+            row += f"{t.seconds / fla[key]:>8.2f}x" if key in fla else f"{'-':>9}"
+        if peak:
+            row += f"{100 * t.flops_per_second / peak:>7.1f}%"
+        rows.append(row)
     return "\n".join(rows)
 
 
@@ -152,15 +230,18 @@ def run(
     shape: Shape,
     dtype: str,
     *,
-    chunk_size: int = NOMINAL_CHUNK,
+    chunk_size: int | None = None,
     warmup: int = 2,
     iters: int = 10,
     log: Callable[[str], None] = print,
 ) -> list[Timing]:
-    """Times every (op, mode, impl) combination; logs one line per timing as it finishes."""
+    """Times every (op, mode, impl) combination; logs one line per timing as it finishes.
+
+    `impls` may include "fla" (see `fla_available`).
+    """
     for name, values, allowed in (
         ("ops", ops, tuple(pk.OPS)),
-        ("impls", impls, pk.IMPLS),
+        ("impls", impls, (*pk.IMPLS, FLA)),
         ("modes", modes, ("fwd", "fwd_bwd")),
     ):
         unknown = [x for x in values if x not in allowed]
@@ -170,9 +251,13 @@ def run(
     for op in ops:
         for mode in modes:
             for impl in impls:
-                t = bench_jax(
-                    op, impl, mode, shape, dtype, chunk_size=chunk_size, warmup=warmup, iters=iters
-                )
+                if impl == FLA:
+                    t = bench_fla(op, mode, shape, dtype, warmup=warmup, iters=iters)
+                else:
+                    t = bench_jax(
+                        op, impl, mode, shape, dtype,
+                        chunk_size=chunk_size, warmup=warmup, iters=iters,
+                    )  # fmt: skip
                 log(f"{op} {mode} {impl}: {t.seconds * 1e3:.2f} ms")
                 timings.append(t)
     return timings

@@ -4,6 +4,12 @@
         --batch=4 --seq_len=2048 --heads=4 --key_dim=64 --value_dim=64 --dtype=float32
 
 Prints a table and writes the timings with the run's environment record as JSON (--output).
+On a GPU with PyTorch and flash-linear-attention installed, fla's Triton kernels are timed on
+the same inputs too (--fla=auto) and the table gains a "vs fla" column; on a device with a
+known bf16 peak it gains the fraction of that roofline.
+
+    python scripts/bench_kernels.py --impls=chunk,pallas --batch=8 --seq_len=4096 --heads=16 \
+        --key_dim=128 --value_dim=128 --dtype=bfloat16
 """
 
 from __future__ import annotations
@@ -26,7 +32,12 @@ _HEADS = flags.DEFINE_integer("heads", 4, "H.")
 _KEY_DIM = flags.DEFINE_integer("key_dim", 64, "K.")
 _VALUE_DIM = flags.DEFINE_integer("value_dim", 64, "V.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16", "float16"], "q/k/v dtype.")
-_CHUNK_SIZE = flags.DEFINE_integer("chunk_size", 64, "Chunk size of the chunk impl.")
+_CHUNK_SIZE = flags.DEFINE_integer(
+    "chunk_size", None, "Chunk size of the chunk / pallas impls (default: each impl's own)."
+)
+_FLA = flags.DEFINE_enum(
+    "fla", "auto", ["auto", "yes", "no"], "Also time flash-linear-attention (auto: if it can run)."
+)
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls after the compiling one.")
 _ITERS = flags.DEFINE_integer("iters", 10, "Timed calls; the median is reported.")
 _OUTPUT = flags.DEFINE_string("output", "bench_results/kernels.json", "JSON file to write.")
@@ -38,10 +49,14 @@ def main(argv: list[str]) -> None:
     shape = benchmark.Shape(
         _BATCH.value, _SEQ_LEN.value, _HEADS.value, _KEY_DIM.value, _VALUE_DIM.value
     )
+    impls = list(_IMPLS.value)
+    want_fla = _FLA.value == "yes" or (_FLA.value == "auto" and benchmark.fla_available())
+    if want_fla and benchmark.FLA not in impls:
+        impls.append(benchmark.FLA)
     try:
         timings = benchmark.run(
             _OPS.value,
-            _IMPLS.value,
+            impls,
             _MODES.value,
             shape,
             _DTYPE.value,
@@ -51,11 +66,14 @@ def main(argv: list[str]) -> None:
         )
     except ValueError as e:
         raise app.UsageError(str(e)) from e
-    print(benchmark.format_table(timings))
+    environment = environment_record()
+    peak = benchmark.peak_flops(environment["devices"][0])
+    print(benchmark.format_table(timings, peak=peak))
     output = Path(_OUTPUT.value)
     output.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        "environment": environment_record(),
+        "environment": environment,
+        "peak_flops": peak,
         "flags": {f.name: f.value for f in flags.FLAGS.get_key_flags_for_module(__name__)},
         "timings": [dataclasses.asdict(t) for t in timings],
     }

@@ -69,3 +69,16 @@ def test_nominal_flops_scale_with_chunks_and_backward():
 def test_run_rejects_unknown_impl():
     with pytest.raises(ValueError, match="unknown impls"):
         benchmark.run(["gla"], ["triton"], ["fwd"], benchmark.Shape(1, 8, 1, 4, 4), "float32")
+
+
+def test_table_compares_with_fla_and_the_roofline():
+    shape = benchmark.Shape(1, 64, 1, 64, 64)
+    rows = [
+        benchmark.make_timing("delta_rule", impl, "fwd", shape, "bfloat16", seconds, seconds)
+        for impl, seconds in (("chunk", 0.004), ("pallas", 0.002), ("fla", 0.001))
+    ]
+    table = benchmark.format_table(rows, peak=benchmark.peak_flops("NVIDIA H100 80GB HBM3"))
+    pallas_row = next(line for line in table.splitlines() if " pallas " in line)
+    assert "vs fla" in table and "% peak" in table
+    assert "2.00x" in pallas_row.split()[-2]  # pallas takes twice fla's time
+    assert benchmark.peak_flops("cpu") is None
