@@ -72,8 +72,9 @@ class CausalLM(nnx.Module):
         self.embed = nnx.Embed(
             config.vocab_size,
             config.d_model,
+            # std d^-1/2: with a tied head, logits of the unit-RMS final features start ~N(0, 1).
             embedding_init=nnx.with_partitioning(
-                nnx.initializers.normal(stddev=1.0), ("vocab", "embed")
+                nnx.initializers.normal(stddev=config.d_model**-0.5), ("vocab", "embed")
             ),
             rngs=rngs,
         )

@@ -10,7 +10,9 @@ queries, keys and values alike, so the baselines compare at nearly equal paramet
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -216,3 +218,24 @@ def get_mixer(name: str) -> type[nnx.Module]:
     if name not in MIXERS:
         raise ValueError(f"unknown mixer {name!r}; baselines are {sorted(MIXERS)}")
     return MIXERS[name]
+
+
+def resolve_mixer(spec: str) -> type[nnx.Module]:
+    """A baseline by name, or the `Mixer` class of a Python file (your own, trusted code).
+
+    Agents' candidates never come through here: they run only in the sandboxed worker.
+    """
+    if spec in MIXERS:
+        return MIXERS[spec]
+    path = Path(spec)
+    if path.suffix != ".py":
+        raise ValueError(f"mixer {spec!r} is neither a baseline {sorted(MIXERS)} nor a .py file")
+    if not path.is_file():
+        raise FileNotFoundError(f"mixer file {spec!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"user_mixer_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    mixer = getattr(module, "Mixer", None)
+    if not isinstance(mixer, type) or not issubclass(mixer, nnx.Module):
+        raise ValueError(f"{spec} must define `class Mixer(nnx.Module)`")
+    return mixer

@@ -1,0 +1,90 @@
+"""grain pipelines for training and evaluation from a `DataConfig`."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grain
+import jax
+import numpy as np
+
+from asi_jax.data import corpus
+from asi_jax.data.mqar import MQARConfig, MQARSource
+
+_STREAM = 1 << 40  # length of the procedurally generated training streams
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    kind: str = "mqar"  # "mqar" or "bytes"
+    batch_size: int = 16  # global, across all hosts
+    seq_len: int = 128
+    seed: int = 0
+    mqar: MQARConfig = MQARConfig()
+    # bytes: text / .jsonl files; empty means the standard-library corpus (see corpus.py)
+    files: tuple[str, ...] = ()
+    heldout_fraction: float = 0.05
+    eval_examples: int = 256
+    # MQAR accuracy is also reported at these numbers of key-value pairs (0: only the trained)
+    eval_kv_pairs: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in ("mqar", "bytes"):
+            raise ValueError(f"data.kind must be 'mqar' or 'bytes', got {self.kind!r}")
+        if self.batch_size < 1 or self.seq_len < 2:
+            raise ValueError(
+                f"data.batch_size must be >= 1 and data.seq_len >= 2, got "
+                f"{self.batch_size} and {self.seq_len}"
+            )
+        if self.kind == "mqar" and self.mqar.seq_len != self.seq_len:
+            raise ValueError(
+                f"data.mqar.seq_len ({self.mqar.seq_len}) must equal data.seq_len ({self.seq_len})"
+            )
+
+    @property
+    def vocab_size(self) -> int:
+        return self.mqar.vocab_size if self.kind == "mqar" else corpus.VOCAB_SIZE
+
+
+def _byte_split(config: DataConfig) -> corpus.Split:
+    files = config.files or corpus.stdlib_files()
+    return corpus.split(corpus.read_bytes(files), config.heldout_fraction, config.seq_len)
+
+
+def train_source(config: DataConfig):
+    if config.kind == "mqar":
+        return MQARSource(config.mqar, seed=config.seed, size=_STREAM)
+    return corpus.WindowSource(
+        _byte_split(config).train, config.seq_len, seed=config.seed, random=True, size=_STREAM
+    )
+
+
+def train_iterator(config: DataConfig) -> grain.DatasetIterator:
+    """This host's share of the training batches, as a checkpointable grain iterator.
+
+    Batch i holds examples [i * B, (i + 1) * B) of the stream, split across hosts.
+    """
+    hosts = jax.process_count()
+    if config.batch_size % hosts:
+        raise ValueError(
+            f"data.batch_size ({config.batch_size}) must be divisible by the {hosts} hosts"
+        )
+    dataset = grain.MapDataset.source(train_source(config))
+    dataset = dataset[jax.process_index() :: hosts]
+    return iter(dataset.batch(config.batch_size // hosts, drop_remainder=True).to_iter_dataset())
+
+
+def eval_batches(config: DataConfig, kv_pairs: int | None = None) -> list[dict[str, np.ndarray]]:
+    """A fixed held-out set: MQAR from a disjoint seed (optionally with `kv_pairs` pairs), or
+    consecutive windows of the corpus' held-out bytes."""
+    if config.kind == "mqar":
+        mqar = config.mqar
+        if kv_pairs is not None:
+            mqar = dataclasses.replace(mqar, num_kv_pairs=kv_pairs)
+        source = MQARSource(mqar, seed=config.seed + 1_000_003, size=config.eval_examples)
+    else:
+        heldout = _byte_split(config).heldout
+        source = corpus.WindowSource(heldout, config.seq_len, seed=0, random=False)
+        source.size = min(source.size, config.eval_examples)
+    dataset = grain.MapDataset.source(source).batch(config.batch_size, drop_remainder=False)
+    return [dataset[i] for i in range(len(dataset))]

@@ -1,0 +1,1 @@
+"""Sharded training: one jitted step over a device mesh, optax, orbax checkpoints, monitoring."""

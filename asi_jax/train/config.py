@@ -1,0 +1,129 @@
+"""Typed experiment configuration, converted once from the ml_collections ConfigDict.
+
+Library code sees only these frozen dataclasses. `from_config_dict` rejects unknown and
+misspelt keys and wrong types with the dotted path of the offending field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from asi_jax.data.pipeline import DataConfig
+from asi_jax.models.lm import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    learning_rate: float = 3e-3
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1  # cosine decays to learning_rate * min_lr_ratio
+    weight_decay: float = 0.1
+    b1: float = 0.9
+    b2: float = 0.95
+    clip_norm: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorConfig:
+    """When to stop a run early; see `asi_jax.train.monitor`."""
+
+    min_loss: float = 0.0  # a training loss below this is abnormal for the task (a leak)
+    max_step_seconds: float = float("inf")  # a step slower than this (after compile) is too slow
+    patience: int = 3  # consecutive slow logged steps before stopping
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 200
+    log_every: int = 10
+    eval_every: int = 0  # 0: only at the end
+    checkpoint_every: int = 50  # 0: no checkpoints
+    keep_checkpoints: int = 2
+    compute_dtype: str = "float32"  # or "bfloat16" (parameters stay float32)
+    mesh_data: int = -1  # devices on the data axis; -1: all that fsdp leaves
+    mesh_fsdp: int = 1
+
+    def __post_init__(self):
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise ValueError(
+                f"train.compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}"
+            )
+        if self.steps < 1 or self.log_every < 1:
+            raise ValueError("train.steps and train.log_every must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    seed: int = 0
+    mixer: str = "deltanet"  # a baseline name from asi_jax.models.mixers, or a candidate file
+    model: ModelConfig = ModelConfig(vocab_size=256, d_model=64, num_layers=2, num_heads=4)
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    monitor: MonitorConfig = MonitorConfig()
+
+    def __post_init__(self):
+        if self.model.vocab_size != self.data.vocab_size:
+            raise ValueError(
+                f"model.vocab_size ({self.model.vocab_size}) must equal the data's vocabulary "
+                f"({self.data.vocab_size} for data.kind={self.data.kind!r})"
+            )
+
+
+def _convert(cls: type, values: Mapping[str, Any], path: str):
+    if not isinstance(values, Mapping):
+        raise TypeError(f"{path or 'config'} must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"unknown config keys {[f'{path}{k}' for k in unknown]}; "
+            f"{path or 'the top level'} has {sorted(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        kwargs[name] = _coerce(hints[name], value, f"{path}{name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"{path or 'config'}: {e}") from None
+
+
+def _coerce(hint, value, path: str):
+    if dataclasses.is_dataclass(hint):
+        return _convert(hint, value, path + ".")
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise TypeError(f"{path} must be a list, got {value!r}")
+        return tuple(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise TypeError(f"{path} must be {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def from_config_dict(config: Mapping[str, Any]) -> ExperimentConfig:
+    """ExperimentConfig from a ConfigDict (or any nested mapping), validated field by field."""
+    to_dict = getattr(config, "to_dict", None)
+    return _convert(ExperimentConfig, to_dict() if to_dict else config, "")
+
+
+def to_dict(config: ExperimentConfig) -> dict[str, Any]:
+    """A JSON-serialisable dict of the whole configuration (inf becomes a string)."""
+
+    def clean(x):
+        if isinstance(x, float) and x == float("inf"):
+            return "inf"
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    return clean(dataclasses.asdict(config))

@@ -1,0 +1,289 @@
+"""The trainer: one jitted, sharded train step; optax; orbax checkpoints with the data iterator.
+
+    result = train(config, workdir)
+
+Writes into `workdir`: run.json (config, environment, seeds), metrics.jsonl (one line per
+logged step), checkpoints/ (orbax: train state + grain iterator state), result.json (what the
+evolution loop and the report read). Rerunning with the same workdir resumes from the latest
+checkpoint and reproduces the uninterrupted run exactly: the only randomness is the init seed
+and the data stream, whose position is in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grain
+import jax
+import jax.numpy as jnp
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from asi_jax.data.pipeline import eval_batches, train_iterator
+from asi_jax.models.lm import CausalLM, count_params
+from asi_jax.models.mixers import resolve_mixer
+from asi_jax.provenance import environment_record
+from asi_jax.train import sharding
+from asi_jax.train.config import ExperimentConfig, OptimConfig, to_dict
+from asi_jax.train.monitor import QualityMonitor
+from pallas_kernels.benchmark import peak_flops
+
+Batch = dict[str, jax.Array]
+
+
+def masked_cross_entropy(logits: jax.Array, batch: Batch) -> tuple[jax.Array, dict]:
+    """Mean next-token loss over the masked positions; logits [B, T, V], batch arrays [B, T]."""
+    mask = batch["mask"].astype(jnp.float32)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+    denom = jnp.maximum(mask.sum(), 1.0)
+    correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
+    sums = {"loss": (losses * mask).sum(), "correct": (correct * mask).sum(), "count": mask.sum()}
+    return sums["loss"] / denom, sums
+
+
+def make_optimizer(
+    config: OptimConfig, steps: int, params
+) -> tuple[optax.GradientTransformation, Callable]:
+    """AdamW with linear warmup and cosine decay, global-norm clipping; no decay on vectors."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=config.learning_rate,
+        warmup_steps=min(config.warmup_steps, max(steps - 1, 0)),
+        decay_steps=max(steps, config.warmup_steps + 1),
+        end_value=config.learning_rate * config.min_lr_ratio,
+    )
+    decay_mask = jax.tree.map(lambda x: x.ndim >= 2, params)
+    tx = optax.chain(
+        optax.clip_by_global_norm(config.clip_norm),
+        optax.adamw(schedule, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay,
+                    mask=decay_mask),
+    )  # fmt: skip
+    return tx, schedule
+
+
+class Trainer:
+    """Builds the sharded state and the jitted steps for one experiment."""
+
+    def __init__(self, config: ExperimentConfig, mesh: jax.sharding.Mesh):
+        self.config, self.mesh = config, mesh
+        mixer = resolve_mixer(config.mixer)
+        self.model_fn = lambda: CausalLM(config.model, mixer, rngs=nnx.Rngs(config.seed))
+        abstract = nnx.eval_shape(self.model_fn)
+        self.graphdef, abs_params, abs_rest = nnx.split(abstract, nnx.Param, ...)
+        self.param_counts = count_params(abstract)
+        param_sh = sharding.shardings(abs_params, mesh)
+        rest_sh = sharding.shardings(abs_rest, mesh)
+        self.tx, self.schedule = make_optimizer(config.optim, config.train.steps, abs_params)
+
+        # Built sharded from the start: parameters never sit whole on one device. The
+        # optimizer state is created from the sharded parameters and inherits their layout.
+        def init_params():
+            _, params, rest = nnx.split(self.model_fn(), nnx.Param, ...)
+            return params, rest
+
+        self._init_params = jax.jit(init_params, out_shardings=(param_sh, rest_sh))
+        self._init_opt = jax.jit(self.tx.init)
+        self.compute_dtype = jnp.dtype(config.train.compute_dtype)
+
+    def init_state(self) -> dict:
+        """A fresh train state {step, params, opt_state}; also compiles the steps for it."""
+        with jax.set_mesh(self.mesh):
+            params, self.rest = self._init_params()
+            state = {
+                "step": jax.device_put(jnp.zeros((), jnp.int32), sharding.replicated(self.mesh)),
+                "params": params,
+                "opt_state": self._init_opt(params),
+            }
+        state_sharding = jax.tree.map(lambda x: x.sharding, state)
+        self._train_step = jax.jit(
+            self._step,
+            in_shardings=(state_sharding, sharding.batch_sharding(self.mesh)),
+            out_shardings=(state_sharding, sharding.replicated(self.mesh)),
+            donate_argnums=0,
+        )
+        self._eval_step = jax.jit(self._eval_sums, out_shardings=sharding.replicated(self.mesh))
+        return state
+
+    def _logits(self, params, rest, inputs):
+        params = jax.tree.map(lambda p: p.astype(self.compute_dtype), params)
+        return nnx.merge(self.graphdef, params, rest)(inputs)
+
+    def _step(self, state: dict, batch: Batch) -> tuple[dict, dict]:
+        def loss_fn(params):
+            return masked_cross_entropy(self._logits(params, self.rest, batch["inputs"]), batch)
+
+        (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+        new_state = {
+            "step": state["step"] + 1,
+            "params": optax.apply_updates(state["params"], updates),
+            "opt_state": opt_state,
+        }
+        metrics = {
+            "loss": loss,
+            "accuracy": sums["correct"] / jnp.maximum(sums["count"], 1.0),
+            "grad_norm": optax.global_norm(grads),
+            "learning_rate": self.schedule(state["step"]),
+        }
+        return new_state, metrics
+
+    def _eval_sums(self, params, rest, batch: Batch) -> dict:
+        return masked_cross_entropy(self._logits(params, rest, batch["inputs"]), batch)[1]
+
+    def train_step(self, state: dict, local_batch) -> tuple[dict, dict]:
+        with jax.set_mesh(self.mesh):
+            return self._train_step(state, sharding.global_batch(local_batch, self.mesh))
+
+    def evaluate(self, state: dict, batches) -> dict[str, float]:
+        """Masked loss and accuracy over fixed batches (every host passes the same ones)."""
+        totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+        with jax.set_mesh(self.mesh):
+            for local in batches:
+                sums = self._eval_step(state["params"], self.rest, local)
+                for k in totals:
+                    totals[k] += float(sums[k])
+        count = max(totals["count"], 1.0)
+        loss = totals["loss"] / count
+        return {
+            "loss": loss,
+            "accuracy": totals["correct"] / count,
+            "bits_per_token": loss / math.log(2),
+        }
+
+
+def _evaluate_all(trainer: Trainer, state: dict, eval_sets: dict[str, list]) -> dict:
+    return {name: trainer.evaluate(state, batches) for name, batches in eval_sets.items()}
+
+
+def _eval_sets(config: ExperimentConfig) -> dict[str, list]:
+    data = config.data
+    sets = {"heldout": eval_batches(data)}
+    if data.kind == "mqar":
+        for pairs in data.eval_kv_pairs:
+            sets[f"mqar_kv{pairs}"] = eval_batches(data, kv_pairs=pairs)
+    return sets
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drops metric lines logged after the checkpoint we resume from (they will be redone)."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    kept = [ln for ln in lines if json.loads(ln)["step"] <= last_step]
+    path.write_text("".join(ln + "\n" for ln in kept))
+
+
+def train(
+    config: ExperimentConfig,
+    workdir: str | Path,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Trains (or resumes) the experiment in `workdir`; returns what result.json holds."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    mesh = mesh or sharding.make_mesh(config.train.mesh_data, config.train.mesh_fsdp)
+    run_record = {"config": to_dict(config), "environment": environment_record(),
+                  "mesh": dict(mesh.shape)}  # fmt: skip
+    (workdir / "run.json").write_text(json.dumps(run_record, indent=2) + "\n")
+
+    trainer = Trainer(config, mesh)
+    state = trainer.init_state()
+    iterator = train_iterator(config.data)
+    eval_sets = _eval_sets(config)
+    tc = config.train
+    manager = ocp.CheckpointManager(
+        (workdir / "checkpoints").resolve(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=tc.keep_checkpoints, create=True),
+    )
+    metrics_path = workdir / "metrics.jsonl"
+    start_step = 0
+    if manager.latest_step() is not None:
+        start_step = manager.latest_step()
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+        )
+        restored = manager.restore(start_step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract),
+            data=grain.checkpoint.CheckpointRestore(iterator),
+        ))  # fmt: skip
+        state = restored["state"]
+        _truncate_metrics(metrics_path, start_step)
+        log(f"resumed from step {start_step}")
+
+    def save(step: int) -> None:
+        manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=grain.checkpoint.CheckpointSave(iterator),
+        ))  # fmt: skip
+
+    monitor = QualityMonitor(config.monitor)
+    tokens_per_step = config.data.batch_size * config.data.seq_len
+    flops_per_token = 6 * trainer.param_counts["non_embedding"]
+    peak = peak_flops(jax.devices()[0].device_kind)
+    status, reason, last, evals = "completed", None, {}, {}
+    window_start, window_steps, compile_seconds = time.time(), 0, None
+    for step in range(start_step, tc.steps):
+        state, metrics = trainer.train_step(state, next(iterator))
+        window_steps += 1
+        done = step + 1
+        if compile_seconds is None:
+            jax.block_until_ready(metrics)
+            compile_seconds = time.time() - window_start
+            window_start, window_steps = time.time(), 0
+        if done % tc.log_every == 0 or done == tc.steps:
+            last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            elapsed = time.time() - window_start
+            step_seconds = elapsed / window_steps if window_steps else float("nan")
+            tokens_per_second = tokens_per_step / step_seconds if window_steps else float("nan")
+            record = {"step": done, **last, "step_seconds": step_seconds,
+                      "tokens_per_second": tokens_per_second}  # fmt: skip
+            if peak:
+                record["mfu"] = tokens_per_second * flops_per_token / (peak * len(jax.devices()))
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            log(
+                f"step {done}/{tc.steps}  loss {last['loss']:.4f}  acc {last['accuracy']:.3f}  "
+                f"gnorm {last['grad_norm']:.3f}  {tokens_per_second:,.0f} tok/s"
+            )
+            window_start, window_steps = time.time(), 0
+            reason = monitor.check(done, last["loss"], step_seconds)
+            if reason:
+                status = "stopped"
+                log(f"stopping early: {reason}")
+                break
+        if tc.eval_every and done % tc.eval_every == 0 and done < tc.steps:
+            evals = _evaluate_all(trainer, state, eval_sets)
+            log(f"eval at step {done}: {json.dumps(evals)}")
+        if tc.checkpoint_every and done % tc.checkpoint_every == 0:
+            save(done)
+    final_step = int(state["step"])
+    if status == "completed":
+        evals = _evaluate_all(trainer, state, eval_sets)
+        log(f"eval: {json.dumps(evals)}")
+        if tc.checkpoint_every and manager.latest_step() != final_step:
+            save(final_step)
+    manager.wait_until_finished()
+    manager.close()
+    result = {
+        "status": status,
+        "stop_reason": reason,
+        "steps": final_step,
+        "final_train": last,
+        "eval": evals,
+        "params": trainer.param_counts,
+        "compile_seconds": compile_seconds,
+        "wall_seconds": time.time() - started,
+        "mixer": config.mixer,
+        "seed": config.seed,
+    }
+    (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
