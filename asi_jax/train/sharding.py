@@ -53,11 +53,12 @@ def _spec(names: tuple | None, shape: tuple[int, ...], mesh: Mesh) -> PartitionS
 
 
 def shardings(abstract_state: nnx.State, mesh: Mesh):
-    """NamedShardings for an (abstract) NNX state from its variables' logical axis names."""
+    """The state's tree with each variable's value replaced by its NamedSharding, derived
+    from the variable's logical axis names (same tree structure, so it matches the state)."""
 
     def one(variable):
         names = variable.get_metadata().get("out_sharding")
-        return NamedSharding(mesh, _spec(names, variable.shape, mesh))
+        return variable.replace(NamedSharding(mesh, _spec(names, variable.shape, mesh)))
 
     return jax.tree.map(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 

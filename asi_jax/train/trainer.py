@@ -81,14 +81,22 @@ class Trainer:
         rest_sh = sharding.shardings(abs_rest, mesh)
         self.tx, self.schedule = make_optimizer(config.optim, config.train.steps, abs_params)
 
-        # Built sharded from the start: parameters never sit whole on one device. The
-        # optimizer state is created from the sharded parameters and inherits their layout.
+        # Built sharded from the start: parameters never sit whole on one device, and the
+        # optimizer's per-parameter state (Adam moments) takes its parameter's sharding.
         def init_params():
             _, params, rest = nnx.split(self.model_fn(), nnx.Param, ...)
             return params, rest
 
+        abs_opt = jax.eval_shape(self.tx.init, abs_params)
+        opt_sh = optax.tree_map_params(
+            self.tx,
+            lambda _, param_sharding: param_sharding,
+            abs_opt,
+            param_sh,
+            transform_non_params=lambda _: sharding.replicated(mesh),
+        )
         self._init_params = jax.jit(init_params, out_shardings=(param_sh, rest_sh))
-        self._init_opt = jax.jit(self.tx.init)
+        self._init_opt = jax.jit(self.tx.init, out_shardings=opt_sh)
         self.compute_dtype = jnp.dtype(config.train.compute_dtype)
 
     def init_state(self) -> dict:
@@ -128,7 +136,7 @@ class Trainer:
         metrics = {
             "loss": loss,
             "accuracy": sums["correct"] / jnp.maximum(sums["count"], 1.0),
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "learning_rate": self.schedule(state["step"]),
         }
         return new_state, metrics
