@@ -48,8 +48,8 @@ def test_mqar_rejects_impossible_configs(kwargs, message):
 
 
 def test_stdlib_corpus_needs_no_download_and_splits():
-    data = corpus.read_bytes(corpus.stdlib_files())
-    assert data.dtype == np.uint8 and data.size > 500_000
+    data = corpus.read_tokens(corpus.stdlib_files())
+    assert data.dtype == np.int32 and data.size > 500_000 and data.max() < 256
     parts = corpus.split(data, 0.05, 64)
     assert len(parts.train) + len(parts.heldout) == len(data)
 
@@ -57,20 +57,20 @@ def test_stdlib_corpus_needs_no_download_and_splits():
 def test_user_text_and_jsonl_files(tmp_path):
     (tmp_path / "a.txt").write_text("hello")
     (tmp_path / "b.jsonl").write_text(json.dumps({"text": "wörld"}) + "\n\n")
-    data = corpus.read_bytes([tmp_path / "a.txt", tmp_path / "b.jsonl"])
-    assert bytes(data) == "hello\nwörld".encode()
+    data = corpus.read_tokens([tmp_path / "a.txt", tmp_path / "b.jsonl"])
+    assert data.tolist() == list("hello\nwörld".encode())
 
 
 def test_bad_corpus_files_say_where(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"body": "no text field"}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2: expected a JSON object"):
-        corpus.read_bytes([bad])
+        corpus.read_tokens([bad])
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        corpus.read_bytes([tmp_path / "missing.txt"])
+        corpus.read_tokens([tmp_path / "missing.txt"])
     (tmp_path / "short.txt").write_text("tiny")
     with pytest.raises(ValueError, match="fewer than seq_len"):
-        corpus.split(corpus.read_bytes([tmp_path / "short.txt"]), 0.5, 64)
+        corpus.split(corpus.read_tokens([tmp_path / "short.txt"]), 0.5, 64)
 
 
 def test_byte_windows_are_next_byte_pairs_and_deterministic():
@@ -112,3 +112,45 @@ def test_data_config_errors():
         DataConfig(kind="images")
     with pytest.raises(ValueError, match=r"data.mqar.seq_len \(48\) must equal data.seq_len"):
         DataConfig(kind="mqar", seq_len=64, mqar=MQAR)
+
+
+def test_sentencepiece_tokenizer_file(tmp_path):
+    import sentencepiece as spm
+
+    text = tmp_path / "text.txt"
+    text.write_bytes(bytes(corpus.read_tokens(corpus.stdlib_files()[:3]).astype(np.uint8)))
+    spm.SentencePieceTrainer.train(
+        input=str(text), model_prefix=str(tmp_path / "sp"), vocab_size=300,
+        minloglevel=2, hard_vocab_limit=False,
+    )  # fmt: skip
+    config = DataConfig(kind="bytes", batch_size=2, seq_len=32, files=(str(text),),
+                        tokenizer=str(tmp_path / "sp.model"))  # fmt: skip
+    assert config.vocab_size == 300
+    batch = next(train_iterator(config))
+    assert batch["inputs"].max() < 300 and batch["inputs"].shape == (2, 32)
+
+
+def test_huggingface_tokenizer_file(tmp_path):
+    import tokenizers
+
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=200, special_tokens=["[UNK]"])
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 200)
+    tokenizer.train([str(text)], trainer)
+    tokenizer.save(str(tmp_path / "tok.json"))
+    config = DataConfig(kind="bytes", batch_size=2, seq_len=16, files=(str(text),),
+                        tokenizer=str(tmp_path / "tok.json"), heldout_fraction=0.2)  # fmt: skip
+    assert config.vocab_size == tokenizer.get_vocab_size()
+    assert next(train_iterator(config))["inputs"].max() < config.vocab_size
+
+
+def test_unknown_tokenizer_files_are_rejected(tmp_path):
+    (tmp_path / "vocab.txt").write_text("a")
+    with pytest.raises(
+        ValueError, match=r"expected a SentencePiece \.model or a tokenizers \.json"
+    ):
+        DataConfig(kind="bytes", tokenizer=str(tmp_path / "vocab.txt"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        DataConfig(kind="bytes", tokenizer=str(tmp_path / "none.model"))

@@ -1,9 +1,10 @@
-"""Byte-level language-modelling corpora: text files on disk, tokenised as raw UTF-8 bytes.
+"""Language-modelling corpora: text files on disk, tokenised as UTF-8 bytes by default.
 
 The default corpus needs no download: the source files of a fixed list of pure-Python
 standard-library modules, which every CPython installation ships (`STDLIB_MODULES`; the
 exact bytes depend on the Python version, which every run records). Users pass their own
-text or JSONL files instead. The last `heldout_fraction` of the bytes is the held-out split.
+text or JSONL files instead, optionally with a local tokenizer file (`tokenizers.py`).
+The last `heldout_fraction` of the tokens is the held-out split.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-VOCAB_SIZE = 256
+from asi_jax.data.tokenizers import ByteTokenizer, Tokenizer
 
 # Large, stable, prose-and-code-rich modules present in every CPython 3.11+ installation.
 STDLIB_MODULES = (
@@ -40,11 +41,17 @@ def stdlib_files(modules: Sequence[str] = STDLIB_MODULES) -> list[Path]:
     return paths
 
 
-def read_bytes(paths: Sequence[str | Path], *, jsonl_field: str = "text") -> np.ndarray:
-    """Concatenates the files as uint8, one newline between files.
+def read_tokens(
+    paths: Sequence[str | Path],
+    tokenizer: Tokenizer | None = None,
+    *,
+    jsonl_field: str = "text",
+) -> np.ndarray:
+    """The files' text, one newline between files, as int32 tokens (UTF-8 bytes by default).
 
-    .jsonl files contribute the `jsonl_field` string of each line; other files their bytes.
+    .jsonl files contribute the `jsonl_field` string of each line; other files their text.
     """
+    tokenizer = tokenizer or ByteTokenizer()
     chunks: list[bytes] = []
     for path in map(Path, paths):
         if not path.is_file():
@@ -64,7 +71,7 @@ def read_bytes(paths: Sequence[str | Path], *, jsonl_field: str = "text") -> np.
                 chunks.append(str(text).encode("utf-8"))
         else:
             chunks.append(path.read_bytes())
-    data = np.frombuffer(b"\n".join(chunks), np.uint8)
+    data = tokenizer.encode(b"\n".join(chunks).decode("utf-8", errors="replace"))
     if data.size == 0:
         raise ValueError(f"the corpus {list(map(str, paths))} is empty")
     return data
@@ -72,8 +79,8 @@ def read_bytes(paths: Sequence[str | Path], *, jsonl_field: str = "text") -> np.
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    train: np.ndarray  # uint8 [N_train]
-    heldout: np.ndarray  # uint8 [N_heldout]
+    train: np.ndarray  # int32 [N_train]
+    heldout: np.ndarray  # int32 [N_heldout]
 
 
 def split(data: np.ndarray, heldout_fraction: float, seq_len: int) -> Split:
@@ -84,14 +91,14 @@ def split(data: np.ndarray, heldout_fraction: float, seq_len: int) -> Split:
     for name in ("train", "heldout"):
         if len(getattr(parts, name)) <= seq_len + 1:
             raise ValueError(
-                f"the corpus' {name} split has {len(getattr(parts, name))} bytes, fewer than "
+                f"the corpus' {name} split has {len(getattr(parts, name))} tokens, fewer than "
                 f"seq_len + 2 = {seq_len + 2}: use more text or a shorter sequence"
             )
     return parts
 
 
 class WindowSource:
-    """Random-access windows of seq_len + 1 bytes: inputs, targets int32 [T], mask ones [T].
+    """Random-access windows of seq_len + 1 tokens: inputs, targets int32 [T], mask ones [T].
 
     random=True (training): window i starts at a position drawn from (seed, i), so the stream
     never repeats in order. random=False (evaluation): consecutive non-overlapping windows.
@@ -110,7 +117,7 @@ class WindowSource:
             start = int(np.random.default_rng([self.seed, int(index)]).integers(self.max_start + 1))
         else:
             start = int(index) * self.seq_len
-        window = self.data[start : start + self.seq_len + 1].astype(np.int32)
+        window = self.data[start : start + self.seq_len + 1]
         return {
             "inputs": window[:-1],
             "targets": window[1:],

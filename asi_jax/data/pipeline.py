@@ -10,19 +10,21 @@ import numpy as np
 
 from asi_jax.data import corpus
 from asi_jax.data.mqar import MQARConfig, MQARSource
+from asi_jax.data.tokenizers import load_tokenizer
 
 _STREAM = 1 << 40  # length of the procedurally generated training streams
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    kind: str = "mqar"  # "mqar" or "bytes"
+    kind: str = "mqar"  # "mqar" or "bytes" (text; bytes unless a tokenizer file is given)
     batch_size: int = 16  # global, across all hosts
     seq_len: int = 128
     seed: int = 0
     mqar: MQARConfig = MQARConfig()
     # bytes: text / .jsonl files; empty means the standard-library corpus (see corpus.py)
     files: tuple[str, ...] = ()
+    tokenizer: str = ""  # a SentencePiece .model or tokenizers .json file; "" = UTF-8 bytes
     heldout_fraction: float = 0.05
     eval_examples: int = 256
     # MQAR accuracy is also reported at these numbers of key-value pairs (0: only the trained)
@@ -36,6 +38,8 @@ class DataConfig:
                 f"data.batch_size must be >= 1 and data.seq_len >= 2, got "
                 f"{self.batch_size} and {self.seq_len}"
             )
+        if self.tokenizer:
+            load_tokenizer(self.tokenizer)  # a missing or unreadable file fails here, early
         if self.kind == "mqar" and self.mqar.seq_len != self.seq_len:
             raise ValueError(
                 f"data.mqar.seq_len ({self.mqar.seq_len}) must equal data.seq_len ({self.seq_len})"
@@ -43,19 +47,22 @@ class DataConfig:
 
     @property
     def vocab_size(self) -> int:
-        return self.mqar.vocab_size if self.kind == "mqar" else corpus.VOCAB_SIZE
+        if self.kind == "mqar":
+            return self.mqar.vocab_size
+        return load_tokenizer(self.tokenizer).vocab_size
 
 
-def _byte_split(config: DataConfig) -> corpus.Split:
+def _text_split(config: DataConfig) -> corpus.Split:
     files = config.files or corpus.stdlib_files()
-    return corpus.split(corpus.read_bytes(files), config.heldout_fraction, config.seq_len)
+    tokens = corpus.read_tokens(files, load_tokenizer(config.tokenizer))
+    return corpus.split(tokens, config.heldout_fraction, config.seq_len)
 
 
 def train_source(config: DataConfig):
     if config.kind == "mqar":
         return MQARSource(config.mqar, seed=config.seed, size=_STREAM)
     return corpus.WindowSource(
-        _byte_split(config).train, config.seq_len, seed=config.seed, random=True, size=_STREAM
+        _text_split(config).train, config.seq_len, seed=config.seed, random=True, size=_STREAM
     )
 
 
@@ -83,7 +90,7 @@ def eval_batches(config: DataConfig, kv_pairs: int | None = None) -> list[dict[s
             mqar = dataclasses.replace(mqar, num_kv_pairs=kv_pairs)
         source = MQARSource(mqar, seed=config.seed + 1_000_003, size=config.eval_examples)
     else:
-        heldout = _byte_split(config).heldout
+        heldout = _text_split(config).heldout
         source = corpus.WindowSource(heldout, config.seq_len, seed=0, random=False)
         source.size = min(source.size, config.eval_examples)
     dataset = grain.MapDataset.source(source).batch(config.batch_size, drop_remainder=False)

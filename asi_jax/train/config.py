@@ -44,7 +44,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     compute_dtype: str = "float32"  # or "bfloat16" (parameters stay float32)
     mesh_data: int = -1  # devices on the data axis; -1: all that fsdp leaves
-    mesh_fsdp: int = 1
+    mesh_fsdp: int = 1  # devices on the fsdp axis; -1: all that data leaves
 
     def __post_init__(self):
         if self.compute_dtype not in ("float32", "bfloat16"):

@@ -27,11 +27,21 @@ LOGICAL_AXIS_RULES: dict[str | None, str | None] = {
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
-    """A (data, fsdp) mesh over `devices` (default: all); -1 on data takes what fsdp leaves."""
+    """A (data, fsdp) mesh over `devices` (default: all); -1 on one axis takes what the other
+    leaves."""
     devices = list(jax.devices() if devices is None else devices)
-    if fsdp < 1 or len(devices) % fsdp:
-        raise ValueError(f"train.mesh_fsdp ({fsdp}) must divide the {len(devices)} devices")
-    data = len(devices) // fsdp if data == -1 else data
+    if data == -1 and fsdp == -1:
+        raise ValueError("only one of train.mesh_data and train.mesh_fsdp may be -1")
+    fixed = fsdp if data == -1 else data
+    if fixed < 1 or len(devices) % fixed:
+        raise ValueError(
+            f"train.mesh_data / train.mesh_fsdp ({data} / {fsdp}) must divide the "
+            f"{len(devices)} devices"
+        )
+    if data == -1:
+        data = len(devices) // fsdp
+    elif fsdp == -1:
+        fsdp = len(devices) // data
     if data * fsdp != len(devices):
         raise ValueError(
             f"train.mesh_data x train.mesh_fsdp = {data} x {fsdp} must equal the "

@@ -31,6 +31,7 @@ from asi_jax.models.mixers import resolve_mixer
 from asi_jax.provenance import environment_record
 from asi_jax.train import sharding
 from asi_jax.train.config import ExperimentConfig, OptimConfig, to_dict
+from asi_jax.train.metrics import MetricsWriter, progress_line
 from asi_jax.train.monitor import QualityMonitor
 from pallas_kernels.benchmark import peak_flops
 
@@ -178,15 +179,6 @@ def _eval_sets(config: ExperimentConfig) -> dict[str, list]:
     return sets
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drops metric lines logged after the checkpoint we resume from (they will be redone)."""
-    if not path.exists():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    kept = [ln for ln in lines if json.loads(ln)["step"] <= last_step]
-    path.write_text("".join(ln + "\n" for ln in kept))
-
-
 def train(
     config: ExperimentConfig,
     workdir: str | Path,
@@ -212,7 +204,6 @@ def train(
         (workdir / "checkpoints").resolve(),
         options=ocp.CheckpointManagerOptions(max_to_keep=tc.keep_checkpoints, create=True),
     )
-    metrics_path = workdir / "metrics.jsonl"
     start_step = 0
     if manager.latest_step() is not None:
         start_step = manager.latest_step()
@@ -224,8 +215,8 @@ def train(
             data=grain.checkpoint.CheckpointRestore(iterator),
         ))  # fmt: skip
         state = restored["state"]
-        _truncate_metrics(metrics_path, start_step)
         log(f"resumed from step {start_step}")
+    writer = MetricsWriter(workdir, resume_step=start_step)
 
     def save(step: int) -> None:
         manager.save(step, args=ocp.args.Composite(
@@ -252,16 +243,11 @@ def train(
             elapsed = time.time() - window_start
             step_seconds = elapsed / window_steps if window_steps else float("nan")
             tokens_per_second = tokens_per_step / step_seconds if window_steps else float("nan")
-            record = {"step": done, **last, "step_seconds": step_seconds,
-                      "tokens_per_second": tokens_per_second}  # fmt: skip
+            record = {**last, "step_seconds": step_seconds, "tokens_per_second": tokens_per_second}
             if peak:
                 record["mfu"] = tokens_per_second * flops_per_token / (peak * len(jax.devices()))
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            log(
-                f"step {done}/{tc.steps}  loss {last['loss']:.4f}  acc {last['accuracy']:.3f}  "
-                f"gnorm {last['grad_norm']:.3f}  {tokens_per_second:,.0f} tok/s"
-            )
+            writer.write(done, record)
+            log(progress_line(done, tc.steps, record))
             window_start, window_steps = time.time(), 0
             reason = monitor.check(done, last["loss"], step_seconds)
             if reason:
@@ -270,17 +256,22 @@ def train(
                 break
         if tc.eval_every and done % tc.eval_every == 0 and done < tc.steps:
             evals = _evaluate_all(trainer, state, eval_sets)
+            for name, values in evals.items():
+                writer.write(done, values, prefix=f"eval/{name}")
             log(f"eval at step {done}: {json.dumps(evals)}")
         if tc.checkpoint_every and done % tc.checkpoint_every == 0:
             save(done)
     final_step = int(state["step"])
     if status == "completed":
         evals = _evaluate_all(trainer, state, eval_sets)
+        for name, values in evals.items():
+            writer.write(final_step, values, prefix=f"eval/{name}")
         log(f"eval: {json.dumps(evals)}")
         if tc.checkpoint_every and manager.latest_step() != final_step:
             save(final_step)
     manager.wait_until_finished()
     manager.close()
+    writer.close()
     result = {
         "status": status,
         "stop_reason": reason,

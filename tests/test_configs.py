@@ -1,0 +1,49 @@
+"""Every configs/*.py builds a valid experiment, with every documented variant."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from flax import nnx
+
+from asi_jax.models.lm import build_model, count_params
+from asi_jax.models.mixers import get_mixer
+from asi_jax.train.config import from_config_dict
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
+VARIANTS = {"tiny_cpu": ["mqar", "bytes"], "explore_20m": ["bytes", "mqar"], "verify_340m": [None]}
+
+
+def _get_config(path: Path, variant):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert "python scripts/" in module.__doc__, "the docstring gives the command to run"
+    return module.get_config() if variant is None else module.get_config(variant)
+
+
+@pytest.mark.parametrize(
+    ("path", "variant"),
+    [(p, v) for p in CONFIGS for v in VARIANTS[p.stem]],
+    ids=lambda x: getattr(x, "stem", str(x)),
+)
+def test_config_converts(path, variant):
+    experiment = from_config_dict(_get_config(path, variant))
+    assert experiment.model.vocab_size == experiment.data.vocab_size
+
+
+def test_every_config_file_is_covered():
+    assert {p.stem for p in CONFIGS} == set(VARIANTS)
+
+
+@pytest.mark.parametrize(("name", "low", "high"), [("explore_20m", 15e6, 25e6),
+                                                    ("verify_340m", 300e6, 380e6)])  # fmt: skip
+def test_scales_are_as_named(name, low, high):
+    path = next(p for p in CONFIGS if p.stem == name)
+    experiment = from_config_dict(_get_config(path, VARIANTS[name][0]))
+    mixer = get_mixer(experiment.mixer)
+    abstract = nnx.eval_shape(lambda: build_model(experiment.model, mixer, seed=0))
+    total = count_params(abstract)["total"]
+    assert low <= total <= high, total
