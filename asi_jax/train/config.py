@@ -103,6 +103,8 @@ def _coerce(hint, value, path: str):
         return tuple(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and value in ("inf", "-inf"):  # how to_dict writes infinities
+        return float(value)
     if isinstance(hint, type) and not isinstance(value, hint):
         raise TypeError(f"{path} must be {hint.__name__}, got {type(value).__name__} {value!r}")
     return value

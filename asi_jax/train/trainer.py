@@ -26,7 +26,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from asi_jax.data.pipeline import eval_batches, train_iterator
-from asi_jax.models.lm import CausalLM, count_params
+from asi_jax.models.lm import CausalLM, MixerFactory, count_params
 from asi_jax.models.mixers import resolve_mixer
 from asi_jax.provenance import environment_record
 from asi_jax.train import sharding
@@ -71,9 +71,11 @@ def make_optimizer(
 class Trainer:
     """Builds the sharded state and the jitted steps for one experiment."""
 
-    def __init__(self, config: ExperimentConfig, mesh: jax.sharding.Mesh):
+    def __init__(
+        self, config: ExperimentConfig, mesh: jax.sharding.Mesh, mixer: MixerFactory | None = None
+    ):
         self.config, self.mesh = config, mesh
-        mixer = resolve_mixer(config.mixer)
+        mixer = mixer or resolve_mixer(config.mixer)
         self.model_fn = lambda: CausalLM(config.model, mixer, rngs=nnx.Rngs(config.seed))
         abstract = nnx.eval_shape(self.model_fn)
         self.graphdef, abs_params, abs_rest = nnx.split(abstract, nnx.Param, ...)
@@ -184,9 +186,14 @@ def train(
     workdir: str | Path,
     *,
     mesh: jax.sharding.Mesh | None = None,
+    mixer: MixerFactory | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Trains (or resumes) the experiment in `workdir`; returns what result.json holds."""
+    """Trains (or resumes) the experiment in `workdir`; returns what result.json holds.
+
+    `mixer` overrides `config.mixer` with a class already loaded (the sandboxed worker's
+    candidate); otherwise the config names a baseline or a trusted mixer file.
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -195,7 +202,7 @@ def train(
                   "mesh": dict(mesh.shape)}  # fmt: skip
     (workdir / "run.json").write_text(json.dumps(run_record, indent=2) + "\n")
 
-    trainer = Trainer(config, mesh)
+    trainer = Trainer(config, mesh, mixer)
     state = trainer.init_state()
     iterator = train_iterator(config.data)
     eval_sets = _eval_sets(config)

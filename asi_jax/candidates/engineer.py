@@ -1,0 +1,143 @@
+"""The engineer: takes a candidate's source through policy, checker and training, and revises.
+
+    result = run_candidate(source, config, workdir)
+    result = revise(source, reviser, config, workdir)   # up to config.max_attempts
+
+Every attempt is recorded (source hash, stage, reason, figures, seconds). On failure the
+result carries the trimmed error a reviser needs: ASI-Arch's engineer debugs a failing
+design from its error instead of discarding the idea.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+from flax import nnx
+
+from asi_jax.candidates.checker import CheckConfig
+from asi_jax.candidates.policy import check_source
+from asi_jax.candidates.sandbox import Limits, run_worker
+from asi_jax.candidates.worker import CANDIDATE_FILE
+from asi_jax.models.mixers import get_mixer
+from asi_jax.train.config import ExperimentConfig, to_dict
+
+# (source, error) -> revised source; an agent, or a person, fills this role.
+Reviser = Callable[[str, str], str]
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineerConfig:
+    check: CheckConfig = CheckConfig()
+    train: ExperimentConfig | None = None  # None: check only
+    limits: Limits = Limits()
+    baseline: str = "deltanet"  # the parameter budget is relative to this mixer's
+    param_budget_ratio: float = 1.5
+    max_attempts: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    number: int
+    code_hash: str
+    ok: bool
+    stage: str | None  # where it failed: policy, load, a checker stage, train, sandbox
+    reason: str | None
+    check: dict[str, Any] | None
+    train: dict[str, Any] | None
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    ok: bool
+    stage: str | None
+    reason: str | None
+    check: dict[str, Any] | None
+    train: dict[str, Any] | None
+    attempts: tuple[Attempt, ...]
+    source: str  # the last source tried (the accepted one when ok)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def code_hash(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def parameter_budget(config: EngineerConfig) -> int:
+    """param_budget_ratio times the baseline mixer's parameters at the check's width."""
+    c = config.check
+    baseline = nnx.eval_shape(lambda: get_mixer(config.baseline)(c.d_model, c.num_heads,
+                                                                rngs=nnx.Rngs(0)))  # fmt: skip
+    count = sum(x.size for x in jax.tree.leaves(nnx.state(baseline, nnx.Param)))
+    return int(config.param_budget_ratio * count)
+
+
+def _attempt(number: int, source: str, config: EngineerConfig, workdir: Path) -> Attempt:
+    start = time.monotonic()
+    violations = check_source(source)
+    digest = code_hash(source)
+    if violations:
+        reason = "\n".join(str(v) for v in violations)
+        return Attempt(number, digest, False, "policy", reason, None, None,
+                       time.monotonic() - start)  # fmt: skip
+    folder = workdir / f"attempt{number}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CANDIDATE_FILE).write_text(source)
+    check = dataclasses.replace(config.check, max_params=parameter_budget(config))
+    request = {
+        "task": "check" if config.train is None else "evaluate",
+        "check": dataclasses.asdict(check),
+        "train": None if config.train is None else to_dict(config.train),
+    }
+    outcome = run_worker(request, folder, config.limits)
+    seconds = time.monotonic() - start
+    if not outcome.ok:
+        reason = f"{outcome.error}\n{outcome.output_tail[-1500:]}".strip()
+        return Attempt(number, digest, False, "sandbox", reason, None, None, seconds)
+    r = outcome.response
+    return Attempt(number, digest, r["ok"], r.get("stage"), r.get("reason"), r.get("check"),
+                   r.get("train"), seconds)  # fmt: skip
+
+
+def _result(attempts: list[Attempt], source: str) -> Result:
+    last = attempts[-1]
+    return Result(last.ok, last.stage, last.reason, last.check, last.train, tuple(attempts),
+                  source)  # fmt: skip
+
+
+def run_candidate(source: str, config: EngineerConfig, workdir: str | Path) -> Result:
+    """One attempt: static policy, then check (and train, if configured) in the sandbox."""
+    workdir = Path(workdir)
+    result = _result([_attempt(1, source, config, workdir)], source)
+    _save(result, workdir)
+    return result
+
+
+def revise(source: str, reviser: Reviser, config: EngineerConfig, workdir: str | Path) -> Result:
+    """Attempts, revising from the error after each failure, up to `config.max_attempts`."""
+    workdir = Path(workdir)
+    attempts: list[Attempt] = []
+    for number in range(1, config.max_attempts + 1):
+        attempt = _attempt(number, source, config, workdir)
+        attempts.append(attempt)
+        if attempt.ok or number == config.max_attempts:
+            break
+        error = f"stage {attempt.stage} failed:\n{attempt.reason}"
+        source = reviser(source, error)
+    result = _result(attempts, source)
+    _save(result, workdir)
+    return result
+
+
+def _save(result: Result, workdir: Path) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "engineer.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")

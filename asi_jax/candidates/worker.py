@@ -1,0 +1,157 @@
+"""The sandboxed worker process: loads a candidate and checks or trains it.
+
+Started only by `sandbox.run_worker`. It reads one JSON request from stdin:
+    {"task": "check" | "evaluate" | "environment", "check": {...}, "train": {...}}
+imports everything it needs, then installs an audit hook (PEP 578) that for the rest of the
+process refuses file access outside the Python installation and the working directory,
+sockets, process creation and ctypes, and only then loads the candidate's source
+(`candidate.py` in the working directory). It prints one response line, prefixed with
+`sandbox.RESULT_MARKER`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+# What the parent passed, before any library sets variables of its own.
+INHERITED_ENVIRONMENT = tuple(sorted(os.environ))
+
+import site  # noqa: E402
+import sys  # noqa: E402
+import sysconfig  # noqa: E402
+import traceback  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from asi_jax.candidates.sandbox import RESULT_MARKER  # noqa: E402
+
+CANDIDATE_FILE = "candidate.py"
+
+_BLOCKED_PREFIXES = ("socket.", "subprocess.", "ctypes.", "os.exec", "os.spawn", "os.posix_spawn")
+# Read-only lookups of the machine's own name (TensorBoard names its event files with it).
+_ALLOWED_EVENTS = frozenset({"socket.gethostname"})
+_BLOCKED_EVENTS = frozenset(
+    {
+        "os.system", "os.fork", "os.forkpty", "os.kill", "os.killpg", "os.startfile",
+        "os.putenv", "os.unsetenv", "pty.spawn", "webbrowser.open", "urllib.Request",
+        "http.client.connect",
+    }
+)  # fmt: skip
+_PATH_EVENTS = frozenset(
+    {
+        "os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.link",
+        "os.symlink", "os.truncate", "os.utime", "os.listdir", "os.scandir", "shutil.rmtree",
+        "shutil.copyfile", "shutil.move",
+    }
+)  # fmt: skip
+
+
+def _read_roots() -> tuple[str, ...]:
+    """Where Python and the installed packages live: readable, never writable."""
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages()}
+    roots |= {sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots |= {str(Path(p).resolve()) for p in sys.path if p and Path(p).is_dir()}
+    roots |= {"/proc/self", "/proc/cpuinfo", "/sys/devices/system/cpu", "/dev/null",
+              "/dev/urandom", "/etc/localtime"}  # fmt: skip
+    return tuple(sorted(str(Path(r).resolve()) for r in roots if r))
+
+
+def install_audit_hook(workdir: Path) -> None:
+    """From here on the process may read Python's files and its own folder, write only in its
+    folder, and open no sockets or processes. Audit hooks cannot be removed."""
+    own = str(workdir.resolve())
+    readable = (*_read_roots(), own)
+
+    def inside(path: str, roots: tuple[str, ...]) -> bool:
+        return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+    def resolve(path) -> str | None:
+        if isinstance(path, int):
+            return None  # an already-open descriptor
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        return os.path.realpath(os.path.join(own, path))
+
+    def hook(event: str, args: tuple) -> None:
+        if event in _ALLOWED_EVENTS:
+            return
+        if event in _BLOCKED_EVENTS or event.startswith(_BLOCKED_PREFIXES):
+            raise PermissionError(f"sandbox: {event} is not allowed for candidates")
+        if event == "open":
+            path = resolve(args[0])
+            if path is None:
+                return
+            mode = args[1] if len(args) > 1 and isinstance(args[1], str) else "r"
+            flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
+            writing = any(c in mode for c in "wax+") or flags & (os.O_WRONLY | os.O_RDWR)
+            if not inside(path, (own,) if writing else readable):
+                verb = "writing" if writing else "reading"
+                raise PermissionError(f"sandbox: {verb} {path!r} is not allowed for candidates")
+        elif event in _PATH_EVENTS:
+            for arg in args[:2]:
+                if isinstance(arg, (str, bytes)) and not inside(resolve(arg), (own,)):
+                    raise PermissionError(f"sandbox: {event} on {arg!r} is not allowed")
+
+    sys.addaudithook(hook)
+
+
+def _trimmed_traceback(error: BaseException, limit: int = 2500) -> str:
+    """The exception and the frames of the candidate's own file, for a reviser to act on."""
+    frames = traceback.extract_tb(error.__traceback__)
+    own = [f for f in frames if f.filename.endswith(CANDIDATE_FILE)] or frames[-3:]
+    lines = [f"  {Path(f.filename).name}:{f.lineno} in {f.name}: {f.line or ''}".rstrip()
+             for f in own]  # fmt: skip
+    text = "\n".join([*lines, f"{type(error).__name__}: {error}"])
+    return text[-limit:]
+
+
+def load_candidate(workdir: Path):
+    """Executes the candidate's source and returns its `Mixer` class."""
+    source = (workdir / CANDIDATE_FILE).read_text()
+    namespace: dict = {"__name__": "candidate"}
+    code = compile(source, str(workdir / CANDIDATE_FILE), "exec")
+    exec(code, namespace)  # the audit hook is in place; the static policy ran before
+    mixer = namespace.get("Mixer")
+    if not isinstance(mixer, type):
+        raise TypeError("the candidate defines no class Mixer")
+    return mixer
+
+
+def handle(request: dict, workdir: Path) -> dict:
+    """Runs the request's task; every failure becomes a response naming its stage."""
+    from asi_jax.candidates import checker
+    from asi_jax.train.config import from_config_dict
+    from asi_jax.train.trainer import train
+
+    task = request["task"]
+    install_audit_hook(workdir)
+    if task == "environment":  # lets tests prove what the worker can and cannot see
+        return {"environment": list(INHERITED_ENVIRONMENT), "cwd": os.getcwd()}
+    try:
+        mixer = load_candidate(workdir)
+    except BaseException as e:
+        return {"ok": False, "stage": "load", "reason": _trimmed_traceback(e)}
+    check_config = checker.CheckConfig(**request["check"])
+    report = checker.check_mixer(mixer, check_config, describe=_trimmed_traceback)
+    if task == "check" or not report["ok"]:
+        return {**report, "check": report}
+    try:
+        result = train(from_config_dict(request["train"]), workdir / "train", mixer=mixer,
+                       log=lambda line: print(line, flush=True))  # fmt: skip
+    except BaseException as e:
+        return {"ok": False, "stage": "train", "reason": _trimmed_traceback(e), "check": report}
+    if result["status"] != "completed":
+        return {"ok": False, "stage": "train", "reason": result["stop_reason"], "check": report,
+                "train": result}  # fmt: skip
+    return {"ok": True, "stage": None, "reason": None, "check": report, "train": result}
+
+
+def main() -> None:
+    workdir = Path.cwd()
+    request = json.loads(sys.stdin.read())
+    response = handle(request, workdir)
+    print(RESULT_MARKER + json.dumps(response), flush=True)
+
+
+if __name__ == "__main__":
+    main()

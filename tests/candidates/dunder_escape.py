@@ -1,0 +1,11 @@
+# expect: policy: dunder attributes
+from flax import nnx
+
+
+class Mixer(nnx.Module):
+    def __init__(self, d_model, num_heads, *, rngs):
+        self.classes = ().__class__.__base__.__subclasses__()
+        self.proj = nnx.Linear(d_model, d_model, rngs=rngs)
+
+    def __call__(self, x):
+        return self.proj(x)

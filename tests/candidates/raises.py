@@ -1,0 +1,10 @@
+# expect: shapes: RuntimeError
+from flax import nnx
+
+
+class Mixer(nnx.Module):
+    def __init__(self, d_model, num_heads, *, rngs):
+        self.proj = nnx.Linear(d_model, d_model, rngs=rngs)
+
+    def __call__(self, x):
+        raise RuntimeError("this mixer was never finished")

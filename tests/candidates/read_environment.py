@@ -1,0 +1,13 @@
+# expect: policy: from os import environ
+from os import environ
+
+from flax import nnx
+
+
+class Mixer(nnx.Module):
+    def __init__(self, d_model, num_heads, *, rngs):
+        self.key = environ.get("GEMINI_API_KEY", "")
+        self.proj = nnx.Linear(d_model, d_model, rngs=rngs)
+
+    def __call__(self, x):
+        return self.proj(x)

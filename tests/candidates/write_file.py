@@ -1,0 +1,12 @@
+# expect: policy: open
+from flax import nnx
+
+
+class Mixer(nnx.Module):
+    def __init__(self, d_model, num_heads, *, rngs):
+        with open("/tmp/owned.txt", "w") as f:
+            f.write("hello")
+        self.proj = nnx.Linear(d_model, d_model, rngs=rngs)
+
+    def __call__(self, x):
+        return self.proj(x)

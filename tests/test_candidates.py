@@ -1,0 +1,156 @@
+"""Candidates: the bad-candidate corpus is rejected reason by reason, the good one trains,
+the sandbox hides secrets and refuses files, sockets and processes, and revision works."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from train_testing import tiny
+
+from asi_jax.candidates import policy
+from asi_jax.candidates.checker import CheckConfig
+from asi_jax.candidates.engineer import EngineerConfig, revise, run_candidate
+from asi_jax.candidates.sandbox import Limits, run_worker
+from asi_jax.train.config import MonitorConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "tests" / "candidates"
+GOOD = CORPUS / "good_gated_delta.py"
+BAD = sorted(p for p in CORPUS.glob("*.py") if p != GOOD)
+
+# Small enough to keep the suite quick, large enough for each stage to mean something.
+CHECK = CheckConfig(d_model=32, num_heads=2, seq_lens=(1, 19), cost_seq_len=128)
+TRAIN = dataclasses.replace(tiny(steps=40, log_every=10), monitor=MonitorConfig(min_loss=1.0))
+
+
+def _expectation(path: Path) -> tuple[set[str], str]:
+    """`# expect: stage[|stage]: pattern` on a candidate's first line."""
+    match = re.match(r"# expect: ([\w|]+): (.+)", path.read_text().splitlines()[0])
+    assert match, f"{path.name} has no '# expect:' line"
+    return set(match.group(1).split("|")), match.group(2)
+
+
+def test_corpus_has_enough_bad_candidates():
+    assert len(BAD) >= 15
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
+def test_bad_candidate_is_rejected_for_the_right_reason(path, tmp_path):
+    stages, pattern = _expectation(path)
+    train = TRAIN if "train" in stages else None
+    wall = 20.0 if path.stem == "endless_loop" else 300.0
+    config = EngineerConfig(check=CHECK, train=train, limits=Limits(wall_seconds=wall))
+    result = run_candidate(path.read_text(), config, tmp_path)
+    assert not result.ok
+    assert result.stage in stages, (result.stage, result.reason)
+    assert re.search(pattern, result.reason or ""), result.reason
+    saved = json.loads((tmp_path / "engineer.json").read_text())
+    assert saved["stage"] == result.stage and len(saved["attempts"]) == 1
+
+
+def test_good_candidate_passes_and_trains(tmp_path):
+    config = EngineerConfig(check=CHECK, train=TRAIN)
+    result = run_candidate(GOOD.read_text(), config, tmp_path)
+    assert result.ok, (result.stage, result.reason)
+    figures = result.check["figures"]
+    assert figures["params"] > 0 and figures["cost_exponent"] < 1.5
+    assert result.train["status"] == "completed" and result.train["steps"] == 40
+    assert result.train["eval"]["heldout"]["loss"] < 5.0
+    assert (tmp_path / "attempt1" / "train" / "metrics.jsonl").exists()
+
+
+def test_policy_accepts_the_good_candidate_and_names_lines():
+    assert policy.check_source(GOOD.read_text()) == []
+    source = "import jax\nfrom flax import nnx\njax.numpy.sum = None\n\nclass Mixer(nnx.Module):\n"
+    source += "    def __init__(self, d, h, *, rngs):\n        super().__init__()\n"
+    source += "        self.x = eval('1')\n"
+    found = [(v.line, v.construct) for v in policy.check_source(source)]
+    assert found == [(3, "assignment to jax.*"), (8, "eval")]
+
+
+def test_policy_requires_a_mixer_class():
+    violations = policy.check_source("import math\n")
+    assert [v.construct for v in violations] == ["class Mixer"]
+
+
+def test_worker_environment_has_no_secrets(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEMINI_API_KEY", "secret-gemini")
+    monkeypatch.setenv("OPENAI_API_KEY", "secret-openai")
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "secret-token")
+    outcome = run_worker({"task": "environment"}, tmp_path, Limits(wall_seconds=120))
+    assert outcome.ok, outcome.error
+    names = set(outcome.response["environment"])
+    assert not names & {"GEMINI_API_KEY", "OPENAI_API_KEY", "MY_SERVICE_TOKEN"}
+    assert names <= {"PATH", "HOME", "TMPDIR", "LANG", "PYTHONHASHSEED",
+                     "PYTHONDONTWRITEBYTECODE", "JAX_PLATFORMS", "XLA_FLAGS", "LC_CTYPE",
+                     "CUDA_VISIBLE_DEVICES", "TPU_VISIBLE_CHIPS"}  # fmt: skip
+    assert outcome.response["cwd"] == str(tmp_path.resolve())
+
+
+# What the static policy would reject, sent straight to the worker: the run-time wall alone.
+_ESCAPES = {
+    "read_outside": "open('/etc/hostname').read()",
+    "write_outside": "open('/tmp/asi_jax_escape.txt', 'w').write('x')",
+    "socket": "__import__('socket').create_connection(('127.0.0.1', 9))",
+    "process": "__import__('subprocess').run(['true'])",
+    "system": "__import__('os').system('true')",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_ESCAPES))
+def test_worker_refuses_files_sockets_and_processes(name, tmp_path):
+    source = (
+        "from flax import nnx\n\nclass Mixer(nnx.Module):\n"
+        "    def __init__(self, d, h, *, rngs):\n"
+        f"        {_ESCAPES[name]}\n\n    def __call__(self, x):\n        return x\n"
+    )
+    (tmp_path / "candidate.py").write_text(source)
+    request = {"task": "check", "check": dataclasses.asdict(CHECK), "train": None}
+    outcome = run_worker(request, tmp_path, Limits(wall_seconds=120))
+    assert outcome.ok, outcome.error
+    response = outcome.response
+    assert response["stage"] == "instantiate"
+    assert "PermissionError: sandbox:" in response["reason"], response["reason"]
+    assert not Path("/tmp/asi_jax_escape.txt").exists()
+
+
+def test_revise_fixes_a_failing_candidate_from_its_error(tmp_path):
+    broken = (CORPUS / "wrong_shape.py").read_text()
+    errors = []
+
+    def reviser(source: str, error: str) -> str:
+        errors.append(error)
+        return GOOD.read_text()
+
+    result = revise(broken, reviser, EngineerConfig(check=CHECK, max_attempts=3), tmp_path)
+    assert result.ok and len(result.attempts) == 2
+    assert [a.ok for a in result.attempts] == [False, True]
+    assert errors and errors[0].startswith("stage shapes failed")
+    assert result.attempts[0].code_hash != result.attempts[1].code_hash
+
+
+def test_revise_stops_after_max_attempts(tmp_path):
+    broken = (CORPUS / "import_os.py").read_text()
+    result = revise(broken, lambda s, e: s, EngineerConfig(check=CHECK, max_attempts=2), tmp_path)
+    assert not result.ok and len(result.attempts) == 2 and result.stage == "policy"
+
+
+def test_check_candidate_script_exit_codes(tmp_path):
+    script = str(ROOT / "scripts" / "check_candidate.py")
+
+    def run(*args):
+        return subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
+                              cwd=ROOT)  # fmt: skip
+
+    rejected = run(f"--candidate={CORPUS / 'open_socket.py'}")
+    assert rejected.returncode == 1
+    verdict = json.loads(rejected.stdout)
+    assert verdict["ok"] is False and verdict["stage"] == "policy"
+    assert run().returncode == 2
+    assert run(f"--candidate={tmp_path / 'missing.py'}").returncode == 2
