@@ -87,8 +87,7 @@ def test_worker_environment_has_no_secrets(tmp_path, monkeypatch):
     assert outcome.ok, outcome.error
     names = set(outcome.response["environment"])
     assert not names & {"GEMINI_API_KEY", "OPENAI_API_KEY", "MY_SERVICE_TOKEN"}
-    assert names <= {"PATH", "HOME", "TMPDIR", "LANG", "PYTHONHASHSEED",
-                     "PYTHONDONTWRITEBYTECODE", "JAX_PLATFORMS", "XLA_FLAGS", "LC_CTYPE",
+    assert names <= {"PATH", "HOME", "TMPDIR", "LANG", "LC_CTYPE", "JAX_PLATFORMS", "XLA_FLAGS",
                      "CUDA_VISIBLE_DEVICES", "TPU_VISIBLE_CHIPS"}  # fmt: skip
     assert outcome.response["cwd"] == str(tmp_path.resolve())
 
@@ -154,3 +153,9 @@ def test_check_candidate_script_exit_codes(tmp_path):
     assert verdict["ok"] is False and verdict["stage"] == "policy"
     assert run().returncode == 2
     assert run(f"--candidate={tmp_path / 'missing.py'}").returncode == 2
+
+
+def test_files_in_the_candidate_folder_cannot_shadow_imports(tmp_path):
+    (tmp_path / "flax.py").write_text("raise SystemExit('shadowed')\n")
+    outcome = run_worker({"task": "environment"}, tmp_path, Limits(wall_seconds=120))
+    assert outcome.ok, outcome.output_tail

@@ -53,8 +53,6 @@ def scrubbed_environment(workdir: Path) -> dict[str, str]:
         "HOME": str(workdir),
         "TMPDIR": str(workdir / "tmp"),
         "LANG": "C.UTF-8",
-        "PYTHONHASHSEED": "0",
-        "PYTHONDONTWRITEBYTECODE": "1",
     }
     env |= {name: os.environ[name] for name in _PASSTHROUGH if name in os.environ}
     return env
@@ -86,7 +84,8 @@ def run_worker(request: dict[str, Any], workdir: str | Path, limits: Limits) -> 
     (workdir / "tmp").mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, "-m", "asi_jax.candidates.worker"],
+        # -I: isolated mode, so nothing in the candidate's folder can shadow an import.
+        [sys.executable, "-I", "-m", "asi_jax.candidates.worker"],
         cwd=workdir,
         env=scrubbed_environment(workdir),
         stdin=subprocess.PIPE,
