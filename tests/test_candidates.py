@@ -159,3 +159,18 @@ def test_files_in_the_candidate_folder_cannot_shadow_imports(tmp_path):
     (tmp_path / "flax.py").write_text("raise SystemExit('shadowed')\n")
     outcome = run_worker({"task": "environment"}, tmp_path, Limits(wall_seconds=120))
     assert outcome.ok, outcome.output_tail
+
+
+def test_worker_runs_under_its_limits_and_cannot_raise_them(tmp_path):
+    source = (
+        "import math\nfrom flax import nnx\n\nclass Mixer(nnx.Module):\n"
+        "    def __init__(self, d, h, *, rngs):\n"
+        "        r = __import__('resource')\n"
+        "        r.setrlimit(r.RLIMIT_AS, (r.RLIM_INFINITY, r.RLIM_INFINITY))\n\n"
+        "    def __call__(self, x):\n        return x\n"
+    )
+    (tmp_path / "candidate.py").write_text(source)
+    request = {"task": "check", "check": dataclasses.asdict(CHECK), "train": None}
+    outcome = run_worker(request, tmp_path, Limits(wall_seconds=120, memory_bytes=6 << 30))
+    assert outcome.ok, outcome.error
+    assert "sandbox: resource.setrlimit is not allowed" in outcome.response["reason"]

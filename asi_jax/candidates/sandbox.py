@@ -4,8 +4,9 @@ The parent side. Each call starts `python -m asi_jax.candidates.worker` with:
 - an environment rebuilt from nothing: no API keys, tokens or user variables reach it (only
   PATH, HOME/TMPDIR inside the candidate's folder, locale, and JAX's own platform flags);
 - its working directory in the candidate's folder, the only place it may write;
-- resource limits: address space, CPU seconds, file size, no core dumps; a wall-clock
-  timeout after which its whole process group is killed;
+- resource limits (address space, CPU seconds, file size, no core dumps), which the worker
+  sets on itself before importing anything and the audit hook then keeps it from raising;
+  a wall-clock timeout after which its whole process group is killed;
 - inside, an audit hook (see `worker.py`) that refuses files outside the Python installation
   and the candidate's folder, sockets, and new processes.
 The request and the response travel as JSON. A crash, hang or memory blow-up of the worker
@@ -58,7 +59,9 @@ def scrubbed_environment(workdir: Path) -> dict[str, str]:
     return env
 
 
-def _apply_limits(limits: Limits) -> None:  # runs in the child, before exec
+def apply_limits(limits: Limits) -> None:
+    """Called by the worker on itself first thing. (Not a preexec_fn: running Python between
+    fork and exec in a multithreaded JAX parent can deadlock.)"""
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
@@ -93,10 +96,10 @@ def run_worker(request: dict[str, Any], workdir: str | Path, limits: Limits) -> 
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group, killed as a whole on timeout
-        preexec_fn=lambda: _apply_limits(limits),
     )
+    message = json.dumps({**request, "limits": dataclasses.asdict(limits)})
     try:
-        output, _ = process.communicate(json.dumps(request), timeout=limits.wall_seconds)
+        output, _ = process.communicate(message, timeout=limits.wall_seconds)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()

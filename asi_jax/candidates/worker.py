@@ -4,7 +4,8 @@ Started only by `sandbox.run_worker`. It reads one JSON request from stdin:
     {"task": "check" | "evaluate" | "environment", "check": {...}, "train": {...}}
 imports everything it needs, then installs an audit hook (PEP 578) that for the rest of the
 process refuses file access outside the Python installation and the working directory,
-sockets, process creation and ctypes, and only then loads the candidate's source
+sockets, process creation, ctypes and raising its resource limits (set first thing, from
+the request), and only then loads the candidate's source
 (`candidate.py` in the working directory). It prints one response line, prefixed with
 `sandbox.RESULT_MARKER`.
 """
@@ -23,7 +24,7 @@ import sysconfig  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from asi_jax.candidates.sandbox import RESULT_MARKER  # noqa: E402
+from asi_jax.candidates.sandbox import RESULT_MARKER, Limits, apply_limits  # noqa: E402
 
 CANDIDATE_FILE = "candidate.py"
 
@@ -34,7 +35,7 @@ _BLOCKED_EVENTS = frozenset(
     {
         "os.system", "os.fork", "os.forkpty", "os.kill", "os.killpg", "os.startfile",
         "os.putenv", "os.unsetenv", "pty.spawn", "webbrowser.open", "urllib.Request",
-        "http.client.connect",
+        "http.client.connect", "resource.setrlimit", "resource.prlimit",
     }
 )  # fmt: skip
 _PATH_EVENTS = frozenset(
@@ -149,6 +150,7 @@ def handle(request: dict, workdir: Path) -> dict:
 def main() -> None:
     workdir = Path.cwd()
     request = json.loads(sys.stdin.read())
+    apply_limits(Limits(**request.pop("limits")))  # before any heavy import
     response = handle(request, workdir)
     print(RESULT_MARKER + json.dumps(response), flush=True)
 
