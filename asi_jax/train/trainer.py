@@ -168,10 +168,6 @@ class Trainer:
         }
 
 
-def _evaluate_all(trainer: Trainer, state: dict, eval_sets: dict[str, list]) -> dict:
-    return {name: trainer.evaluate(state, batches) for name, batches in eval_sets.items()}
-
-
 def _eval_sets(config: ExperimentConfig) -> dict[str, list]:
     data = config.data
     sets = {"heldout": eval_batches(data)}
@@ -231,6 +227,13 @@ def train(
             data=grain.checkpoint.CheckpointSave(iterator),
         ))  # fmt: skip
 
+    def evaluate(step: int, label: str) -> dict:
+        results = {name: trainer.evaluate(state, batches) for name, batches in eval_sets.items()}
+        for name, values in results.items():
+            writer.write(step, values, prefix=f"eval/{name}")
+        log(f"{label}: {json.dumps(results)}")
+        return results
+
     monitor = QualityMonitor(config.monitor)
     tokens_per_step = config.data.batch_size * config.data.seq_len
     flops_per_token = 6 * trainer.param_counts["non_embedding"]
@@ -262,18 +265,12 @@ def train(
                 log(f"stopping early: {reason}")
                 break
         if tc.eval_every and done % tc.eval_every == 0 and done < tc.steps:
-            evals = _evaluate_all(trainer, state, eval_sets)
-            for name, values in evals.items():
-                writer.write(done, values, prefix=f"eval/{name}")
-            log(f"eval at step {done}: {json.dumps(evals)}")
+            evals = evaluate(done, f"eval at step {done}")
         if tc.checkpoint_every and done % tc.checkpoint_every == 0:
             save(done)
     final_step = int(state["step"])
     if status == "completed":
-        evals = _evaluate_all(trainer, state, eval_sets)
-        for name, values in evals.items():
-            writer.write(final_step, values, prefix=f"eval/{name}")
-        log(f"eval: {json.dumps(evals)}")
+        evals = evaluate(final_step, "eval")
         if tc.checkpoint_every and manager.latest_step() != final_step:
             save(final_step)
     manager.wait_until_finished()
