@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import grain
 import jax
@@ -53,9 +54,17 @@ class DataConfig:
 
 
 def _text_split(config: DataConfig) -> corpus.Split:
-    files = config.files or corpus.stdlib_files()
-    tokens = corpus.read_tokens(files, load_tokenizer(config.tokenizer))
-    return corpus.split(tokens, config.heldout_fraction, config.seq_len)
+    return _read_split(config.files, config.tokenizer, config.heldout_fraction, config.seq_len)
+
+
+@functools.cache
+def _read_split(
+    files: tuple[str, ...], tokenizer: str, heldout_fraction: float, seq_len: int
+) -> corpus.Split:
+    """Read and tokenised once per process: training and evaluation both use the split."""
+    paths = files or corpus.stdlib_files()
+    tokens = corpus.read_tokens(paths, load_tokenizer(tokenizer))
+    return corpus.split(tokens, heldout_fraction, seq_len)
 
 
 def train_source(config: DataConfig):
