@@ -1,0 +1,1 @@
+"""Prior research the researcher draws on: entries, embedders, a ScaNN index."""

@@ -1,0 +1,122 @@
+"""A ScaNN index over unit vectors, saved to a folder and rebuilt when its contents change.
+
+Small sets (up to `brute_force_limit` rows) are scored exhaustively: exact, and at a few
+hundred entries faster than building anything. Larger sets get ScaNN's usual recipe: a
+k-means tree over sqrt(N) leaves, anisotropic asymmetric hashing, and exact re-scoring of
+the best candidates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexConfig:
+    brute_force_limit: int = 2000
+    leaves_searched_fraction: float = 0.2
+    reorder: int = 100
+
+
+def fingerprint(texts: list[str], embedder_name: str) -> str:
+    """Identifies what an index was built from: the embedder and every text, in order."""
+    digest = hashlib.sha256(embedder_name.encode())
+    for text in texts:
+        digest.update(hashlib.sha256(text.encode()).digest())
+    return digest.hexdigest()
+
+
+class VectorIndex:
+    """Maximum-inner-product search over the rows of `vectors` [N, D]."""
+
+    def __init__(self, vectors: np.ndarray, config: IndexConfig = IndexConfig(), *,
+                 _searcher=None):  # fmt: skip
+        self.vectors = np.ascontiguousarray(vectors, np.float32)
+        self.config = config
+        self.kind = "brute_force" if len(self.vectors) <= config.brute_force_limit else "tree_ah"
+        self._searcher = _searcher if _searcher is not None else self._build()
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def _build(self):
+        if not len(self.vectors):
+            return None
+        from scann import scann_ops_pybind
+
+        n = len(self.vectors)
+        builder = scann_ops_pybind.builder(self.vectors, min(10, n), "dot_product")
+        if self.kind == "brute_force":
+            return builder.score_brute_force().build()
+        leaves = max(2, int(math.sqrt(n)))
+        searched = max(1, int(leaves * self.config.leaves_searched_fraction))
+        return (
+            builder.tree(num_leaves=leaves, num_leaves_to_search=searched, training_sample_size=n)
+            .score_ah(2, anisotropic_quantization_threshold=0.2)
+            .reorder(self.config.reorder)
+            .build()
+        )
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices int [Q, k'], scores float [Q, k']) best first, k' = min(k, N)."""
+        queries = np.atleast_2d(np.asarray(queries, np.float32))
+        k = min(k, len(self))
+        if k == 0:
+            return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
+        ids, scores = self._searcher.search_batched(queries, final_num_neighbors=k)
+        return np.asarray(ids, np.int64), np.asarray(scores, np.float32)
+
+    def save(self, directory: str | Path, key: str) -> None:
+        """Writes the searcher and a manifest naming `key` (see `fingerprint`)."""
+        directory = Path(directory)
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        np.save(directory / "vectors.npy", self.vectors)
+        if self._searcher is not None:
+            (directory / "scann").mkdir()
+            self._searcher.serialize(str(directory / "scann"))
+        manifest = {"key": key, "rows": len(self), "kind": self.kind,
+                    "config": dataclasses.asdict(self.config)}  # fmt: skip
+        (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path, key: str) -> VectorIndex | None:
+        """The saved index if it was built from `key`, else None (the caller rebuilds)."""
+        directory = Path(directory)
+        try:
+            manifest = json.loads((directory / MANIFEST).read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if manifest.get("key") != key:
+            return None
+        vectors = np.load(directory / "vectors.npy")
+        config = IndexConfig(**manifest["config"])
+        searcher = None
+        if len(vectors):
+            from scann import scann_ops_pybind
+
+            searcher = scann_ops_pybind.load_searcher(str(directory / "scann"))
+        return cls(vectors, config, _searcher=searcher)
+
+
+def load_or_build(vectors_fn, directory: str | Path | None, key: str,
+                  config: IndexConfig = IndexConfig()) -> VectorIndex:  # fmt: skip
+    """The index saved under `directory` for `key`, or a new one from `vectors_fn()`, saved."""
+    if directory is not None:
+        index = VectorIndex.load(directory, key)
+        if index is not None:
+            return index
+    index = VectorIndex(vectors_fn(), config)
+    if directory is not None:
+        index.save(directory, key)
+    return index

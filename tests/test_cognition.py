@@ -1,0 +1,193 @@
+"""The cognition store: shipped entries, the ASI-Arch ingester, embedders, the ScaNN index."""
+
+import http.server
+import json
+import threading
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from asi_jax.cognition.embedders import EmbeddingError, GeminiEmbedder, HashingEmbedder
+from asi_jax.cognition.entries import (
+    ASI_ARCH_FIELDS,
+    CognitionFormatError,
+    ingest_asi_arch,
+    load_jsonl,
+    save_jsonl,
+)
+from asi_jax.cognition.index import IndexConfig, VectorIndex
+from asi_jax.cognition.store import CognitionStore
+
+ASI_ARCH_DIR = Path(__file__).parent / "data" / "asi_arch_cognition"
+
+
+def test_shipped_entries_cover_the_literature_in_asi_arch_fields():
+    entries = load_jsonl()
+    assert len(entries) >= 40
+    assert len({e.title for e in entries}) == len(entries)
+    text = " ".join(e.title + " " + e.source for e in entries)
+    for topic in (
+        "DeltaNet",
+        "Gated DeltaNet",
+        "GLA",
+        "RetNet",
+        "Mamba2",
+        "HGRN2",
+        "RWKV-7",
+        "xLSTM",
+        "Based",
+        "Hedgehog",
+        "Zoology",
+        "TTT",
+        "Titans",
+        "Longhorn",
+        "DeltaProduct",
+        "Kimi",
+        "Forgetting Transformer",
+        "PaTH",
+        "Log-Linear",
+    ):
+        assert topic in text, topic
+    for e in entries:
+        assert set(e.to_json()) >= set(ASI_ARCH_FIELDS)
+
+
+def test_forgetting_old_associations_retrieves_gated_and_delta_entries_first():
+    store = CognitionStore(load_jsonl(), HashingEmbedder())
+    top = [r.entry.title for r in store.retrieve("forgetting old associations", k=3)]
+    gated_or_delta = {
+        "Gated DeltaNet",
+        "Titans: memory with surprise and forgetting",
+        "Forgetting Transformer",
+        "Kimi Delta Attention: channel-wise gated delta rule",
+        "Linear attention as fast weight programming",
+        "Data-dependent versus fixed decay",
+    }
+    assert set(top) <= gated_or_delta, top
+    assert "Gated DeltaNet" in top
+
+
+def test_retrieval_matches_trigger_patterns():
+    store = CognitionStore(load_jsonl(), HashingEmbedder())
+    top = store.retrieve("recall drops as the number of key-value pairs grows", k=2)
+    assert top[0].entry.title == "Zoology and multi-query associative recall"
+    assert top[0].score >= top[1].score
+
+
+def test_ingests_asi_arch_files_and_folders():
+    entries = ingest_asi_arch(ASI_ARCH_DIR)
+    assert len(entries) == 3
+    titles = {e.title for e in entries}
+    assert titles == {"Chunked decay in log space", "Short Convolutions for Recall"}
+    joined = [e for e in entries if "budget" in e.trigger_patterns]
+    assert joined and "Convolutions dominate" in joined[0].trigger_patterns  # list -> text
+    store = CognitionStore(load_jsonl() + entries, HashingEmbedder())
+    top = store.retrieve("NaN appears with strong decays in bfloat16", k=1)
+    assert top[0].entry.title == "Chunked decay in log space"
+
+
+def test_bad_cognition_files_fail_with_the_place(tmp_path):
+    bad = tmp_path / "Paper.json"
+    bad.write_text(json.dumps([{"DESIGN_INSIGHT": "x"}]))
+    with pytest.raises(CognitionFormatError, match=r"Paper.json\[0\]: missing fields"):
+        ingest_asi_arch(bad)
+    bad.write_text("{not json")
+    with pytest.raises(CognitionFormatError, match=r"Paper.json: not valid JSON"):
+        ingest_asi_arch(bad)
+    lines = tmp_path / "entries.jsonl"
+    save_jsonl(load_jsonl()[:2], lines)
+    lines.write_text(lines.read_text() + '{"title": "t"}\n')
+    with pytest.raises(CognitionFormatError, match=r"entries.jsonl:3: missing fields"):
+        load_jsonl(lines)
+
+
+def test_hashing_embedder_is_deterministic_unit_and_morphology_aware():
+    e = HashingEmbedder()
+    a, b, c = e.embed(["forgetting gates", "forget gate", "rotary position"])
+    assert np.allclose(np.linalg.norm([a, b, c], axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(a, HashingEmbedder().embed(["forgetting gates"])[0])
+    assert a @ b > 0.5 > a @ c
+
+
+def test_tree_ah_index_finds_planted_neighbours_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(600, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = VectorIndex(vectors, IndexConfig(brute_force_limit=100))
+    assert index.kind == "tree_ah"
+    queries = vectors[:20] + 0.05 * rng.normal(size=(20, 32)).astype(np.float32)
+    ids, _ = index.search(queries, 1)
+    assert (ids[:, 0] == np.arange(20)).mean() >= 0.9
+    index.save(tmp_path / "idx", key="k1")
+    assert VectorIndex.load(tmp_path / "idx", key="other") is None  # stale: caller rebuilds
+    loaded = VectorIndex.load(tmp_path / "idx", key="k1")
+    assert np.array_equal(loaded.search(queries, 1)[0], ids)
+    small = VectorIndex(vectors[:50])
+    assert small.kind == "brute_force"
+    assert small.search(vectors[3], 10)[0][0, 0] == 3
+    assert VectorIndex(np.zeros((0, 32), np.float32)).search(vectors[:1], 5)[0].shape == (1, 0)
+
+
+def test_store_index_is_saved_and_rebuilt_when_entries_change(tmp_path):
+    entries = load_jsonl()
+    CognitionStore(entries, HashingEmbedder(), tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["rows"] == len(entries)
+    CognitionStore(entries[:10], HashingEmbedder(), tmp_path / "idx")
+    assert json.loads((tmp_path / "idx" / "manifest.json").read_text())["rows"] == 10
+
+
+class _FakeGemini(http.server.BaseHTTPRequestHandler):
+    requests: ClassVar[list] = []
+    fail = False
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append((self.path, body, self.headers.get("x-goog-api-key")))
+        if type(self).fail:
+            self.send_response(500)
+            self.end_headers()
+            return
+        rows = [{"values": [float(i + 1), 1.0, 0.0]} for i in range(len(body["requests"]))]
+        data = json.dumps({"embeddings": rows}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def gemini_server(monkeypatch):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeGemini)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _FakeGemini.requests, _FakeGemini.fail = [], False
+    monkeypatch.setenv("GEMINI_API_KEY", "test-key")
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_gemini_embedder_speaks_the_real_api_to_a_local_server(gemini_server):
+    embedder = GeminiEmbedder(base_url=gemini_server, dim=3, batch_size=2)
+    vectors = embedder.embed(["a", "b", "c"], "query")
+    assert vectors.shape == (3, 3)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
+    path, body, key = _FakeGemini.requests[0]
+    assert path.endswith("models/gemini-embedding-001:batchEmbedContents") and key == "test-key"
+    assert body["requests"][0]["taskType"] == "RETRIEVAL_QUERY"
+    assert body["requests"][0]["outputDimensionality"] == 3
+    assert len(_FakeGemini.requests) == 2  # batches of 2
+
+
+def test_gemini_embedder_errors_are_clear(gemini_server, monkeypatch):
+    _FakeGemini.fail = True
+    with pytest.raises(EmbeddingError, match="Gemini embedding request failed"):
+        GeminiEmbedder(base_url=gemini_server).embed(["a"])
+    monkeypatch.delenv("GEMINI_API_KEY")
+    with pytest.raises(EmbeddingError, match=r"needs an API key in \$GEMINI_API_KEY"):
+        GeminiEmbedder()
