@@ -1,0 +1,345 @@
+"""The run's state in SQLite: one file in the workdir, one writer (the controller).
+
+Write-ahead logging keeps readers (a report, a notebook) from blocking the controller and
+makes each committed transaction survive a kill. The schema is versioned with
+`PRAGMA user_version`; `MIGRATIONS[i]` takes a database from version i to i + 1, and opening
+an older file upgrades it in place. A file from a newer asi-jax is refused, not guessed at.
+
+Tables: candidates (the design and where its ideas came from), evaluations (one per
+candidate and stage: status, metrics, figures), attempts (every engineer attempt with its
+error), scores (fitness and its terms), analyses, lessons, judgements, rejections (novelty
+and policy rejections before any compute), timings, and an embedding cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+MIGRATIONS: tuple[str, ...] = (
+    # 0 -> 1: the evolution state.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE candidates (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        generation INTEGER NOT NULL,
+        round INTEGER,
+        parent_id INTEGER REFERENCES candidates(id),
+        reference_ids TEXT NOT NULL DEFAULT '[]',
+        kind TEXT NOT NULL,                 -- baseline | candidate
+        researcher TEXT NOT NULL,           -- who proposed it, e.g. offline-grammar
+        motivation TEXT NOT NULL,
+        code TEXT NOT NULL,
+        code_hash TEXT NOT NULL,
+        design TEXT,                        -- JSON, when the proposer has a structured design
+        idea_origins TEXT NOT NULL DEFAULT '[]',  -- JSON: [{idea, origin, evidence}]
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE evaluations (
+        candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+        stage TEXT NOT NULL,                -- explore | verify
+        status TEXT NOT NULL,               -- pending | evaluated | failed
+        failure_stage TEXT,
+        failure_reason TEXT,
+        loss REAL,
+        benchmark REAL,
+        params INTEGER,
+        metrics TEXT,                       -- JSON: the training result
+        check_report TEXT,                  -- JSON: the checker's figures
+        compute_seconds REAL,
+        started_at REAL,
+        finished_at REAL,
+        PRIMARY KEY (candidate_id, stage)
+    );
+    CREATE TABLE attempts (
+        candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+        stage TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        code_hash TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        failed_stage TEXT,
+        reason TEXT,
+        seconds REAL NOT NULL,
+        PRIMARY KEY (candidate_id, stage, number)
+    );
+    CREATE TABLE scores (
+        candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+        stage TEXT NOT NULL,
+        fitness REAL NOT NULL,
+        loss_term REAL NOT NULL,
+        benchmark_term REAL NOT NULL,
+        judge_term REAL NOT NULL,
+        PRIMARY KEY (candidate_id, stage)
+    );
+    CREATE TABLE analyses (
+        candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+        stage TEXT NOT NULL,
+        analyser TEXT NOT NULL,
+        report TEXT NOT NULL,
+        problem_summary TEXT NOT NULL,
+        PRIMARY KEY (candidate_id, stage)
+    );
+    CREATE TABLE lessons (
+        id INTEGER PRIMARY KEY,
+        candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+        text TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE judgements (
+        candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+        judge TEXT NOT NULL,
+        score REAL NOT NULL,                -- 1-10
+        rationale TEXT NOT NULL,
+        PRIMARY KEY (candidate_id, judge)
+    );
+    CREATE TABLE rejections (
+        id INTEGER PRIMARY KEY,
+        round INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        motivation TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE timings (
+        candidate_id INTEGER REFERENCES candidates(id),
+        phase TEXT NOT NULL,
+        seconds REAL NOT NULL,
+        created_at REAL NOT NULL
+    );
+    """,
+    # 1 -> 2: cache embeddings, so a resumed run (or a paid embedder) does not recompute them.
+    """
+    CREATE TABLE embeddings (
+        embedder TEXT NOT NULL,
+        text_hash TEXT NOT NULL,
+        vector BLOB NOT NULL,
+        PRIMARY KEY (embedder, text_hash)
+    );
+    CREATE INDEX evaluations_by_stage ON evaluations(stage, status);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+_JSON_COLUMNS = ("reference_ids", "design", "idea_origins", "metrics", "check_report")
+
+
+class SchemaError(RuntimeError):
+    pass
+
+
+def migrate(connection: sqlite3.Connection, target: int | None = None) -> int:
+    """Applies the migrations after the file's version up to `target` (default: the latest);
+    returns the version."""
+    target = SCHEMA_VERSION if target is None else target
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"the database has schema version {version}, newer than this asi-jax's "
+            f"{SCHEMA_VERSION}; upgrade asi-jax to open it"
+        )
+    for number in range(version, target):
+        with connection:  # each migration commits as a whole or not at all
+            connection.executescript(f"BEGIN; {MIGRATIONS[number]} PRAGMA user_version = "
+                                     f"{number + 1}; COMMIT;")  # fmt: skip
+    return max(version, target)
+
+
+def _row(cursor: sqlite3.Cursor, values: tuple) -> dict[str, Any]:
+    row = {d[0]: v for d, v in zip(cursor.description, values, strict=True)}
+    for column in _JSON_COLUMNS:
+        if isinstance(row.get(column), str):
+            row[column] = json.loads(row[column])
+    return row
+
+
+class Database:
+    """Thin, explicit access to the evolution state. Every write commits immediately."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.connection = sqlite3.connect(self.path, isolation_level=None)
+        self.connection.execute("PRAGMA journal_mode = WAL")
+        self.connection.execute("PRAGMA foreign_keys = ON")
+        self.connection.execute("PRAGMA synchronous = NORMAL")
+        migrate(self.connection)
+        self.connection.row_factory = _row
+
+    def close(self) -> None:
+        self.connection.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.connection
+        except BaseException:
+            self.connection.execute("ROLLBACK")
+            raise
+        self.connection.execute("COMMIT")
+
+    def query(self, sql: str, *args) -> list[dict[str, Any]]:
+        return self.connection.execute(sql, args).fetchall()
+
+    # meta -------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> Any:
+        rows = self.query("SELECT value FROM meta WHERE key = ?", key)
+        return json.loads(rows[0]["value"]) if rows else None
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.connection.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                (key, json.dumps(value)))  # fmt: skip
+
+    # candidates ---------------------------------------------------------------------------
+    def add_candidate(
+        self,
+        *,
+        name: str,
+        generation: int,
+        kind: str,
+        researcher: str,
+        motivation: str,
+        code: str,
+        code_hash: str,
+        round: int | None = None,
+        parent_id: int | None = None,
+        reference_ids: list[int] = (),
+        design: dict | None = None,
+        idea_origins: list[dict] = (),
+    ) -> int:
+        cursor = self.connection.execute(
+            "INSERT INTO candidates (name, generation, round, parent_id, reference_ids, kind, "
+            "researcher, motivation, code, code_hash, design, idea_origins, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (name, generation, round, parent_id, json.dumps(list(reference_ids)), kind,
+             researcher, motivation, code, code_hash,
+             None if design is None else json.dumps(design), json.dumps(list(idea_origins)),
+             time.time()),
+        )  # fmt: skip
+        return int(cursor.lastrowid)
+
+    def candidate(self, candidate_id: int) -> dict[str, Any]:
+        rows = self.query("SELECT * FROM candidates WHERE id = ?", candidate_id)
+        if not rows:
+            raise KeyError(f"no candidate {candidate_id}")
+        return rows[0]
+
+    def candidate_by_name(self, name: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM candidates WHERE name = ?", name)
+        return rows[0] if rows else None
+
+    def candidates(self) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM candidates ORDER BY id")
+
+    # evaluations -----------------------------------------------------------------------
+    def start_evaluation(self, candidate_id: int, stage: str) -> None:
+        self.connection.execute(
+            "INSERT OR REPLACE INTO evaluations (candidate_id, stage, status, started_at) "
+            "VALUES (?, ?, 'pending', ?)", (candidate_id, stage, time.time()))  # fmt: skip
+
+    def finish_evaluation(
+        self,
+        candidate_id: int,
+        stage: str,
+        *,
+        ok: bool,
+        failure_stage: str | None,
+        failure_reason: str | None,
+        loss: float | None,
+        benchmark: float | None,
+        params: int | None,
+        metrics: dict | None,
+        check_report: dict | None,
+        compute_seconds: float,
+        attempts: list[dict],
+    ) -> None:
+        """Records the outcome and every attempt in one transaction."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM attempts WHERE candidate_id = ? AND stage = ?",
+                      (candidate_id, stage))  # fmt: skip
+            for a in attempts:
+                c.execute(
+                    "INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (candidate_id, stage, a["number"], a["code_hash"], int(a["ok"]),
+                     a["stage"], a["reason"], a["seconds"]),
+                )  # fmt: skip
+            c.execute(
+                "UPDATE evaluations SET status = ?, failure_stage = ?, failure_reason = ?, "
+                "loss = ?, benchmark = ?, params = ?, metrics = ?, check_report = ?, "
+                "compute_seconds = ?, finished_at = ? WHERE candidate_id = ? AND stage = ?",
+                ("evaluated" if ok else "failed", failure_stage, failure_reason, loss,
+                 benchmark, params, json.dumps(metrics), json.dumps(check_report),
+                 compute_seconds, time.time(), candidate_id, stage),
+            )  # fmt: skip
+
+    def evaluations(self, stage: str, status: str | None = None) -> list[dict[str, Any]]:
+        """Evaluations of `stage` joined with their candidates and scores, by candidate id."""
+        sql = (
+            "SELECT c.*, e.stage, e.status, e.failure_stage, e.failure_reason, e.loss, "
+            "e.benchmark, e.params, e.metrics, e.check_report, e.compute_seconds, "
+            "s.fitness, s.loss_term, s.benchmark_term, s.judge_term "
+            "FROM evaluations e JOIN candidates c ON c.id = e.candidate_id "
+            "LEFT JOIN scores s ON s.candidate_id = e.candidate_id AND s.stage = e.stage "
+            "WHERE e.stage = ?"
+        )
+        args: list[Any] = [stage]
+        if status is not None:
+            sql += " AND e.status = ?"
+            args.append(status)
+        return self.query(sql + " ORDER BY c.id", *args)
+
+    # everything else ----------------------------------------------------------------------
+    def set_score(self, candidate_id: int, stage: str, fitness, loss_term, benchmark_term,
+                  judge_term) -> None:  # fmt: skip
+        self.connection.execute(
+            "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?)",
+            (candidate_id, stage, fitness, loss_term, benchmark_term, judge_term),
+        )
+
+    def add_analysis(self, candidate_id: int, stage: str, analyser: str, report: str,
+                     problem_summary: str, lesson: str | None) -> None:  # fmt: skip
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?)",
+                      (candidate_id, stage, analyser, report, problem_summary))  # fmt: skip
+            if lesson:
+                c.execute("INSERT INTO lessons (candidate_id, text, created_at) VALUES (?, ?, ?)",
+                          (candidate_id, lesson, time.time()))  # fmt: skip
+
+    def analysis(self, candidate_id: int, stage: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM analyses WHERE candidate_id = ? AND stage = ?",
+                          candidate_id, stage)  # fmt: skip
+        return rows[0] if rows else None
+
+    def lessons(self, limit: int = 20) -> list[str]:
+        rows = self.query("SELECT text FROM lessons ORDER BY id DESC LIMIT ?", limit)
+        return [r["text"] for r in rows]
+
+    def set_judgement(self, candidate_id: int, judge: str, score: float, rationale: str) -> None:
+        self.connection.execute("INSERT OR REPLACE INTO judgements VALUES (?, ?, ?, ?)",
+                                (candidate_id, judge, score, rationale))  # fmt: skip
+
+    def judgement(self, candidate_id: int) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM judgements WHERE candidate_id = ?", candidate_id)
+        return rows[0] if rows else None
+
+    def add_rejection(self, round: int, name: str, reason: str, motivation: str) -> None:
+        self.connection.execute(
+            "INSERT INTO rejections (round, name, reason, motivation, created_at) "
+            "VALUES (?, ?, ?, ?, ?)", (round, name, reason, motivation, time.time()))  # fmt: skip
+
+    def add_timing(self, candidate_id: int | None, phase: str, seconds: float) -> None:
+        self.connection.execute("INSERT INTO timings VALUES (?, ?, ?, ?)",
+                                (candidate_id, phase, seconds, time.time()))  # fmt: skip
+
+    def cached_embedding(self, embedder: str, text_hash: str) -> bytes | None:
+        rows = self.query("SELECT vector FROM embeddings WHERE embedder = ? AND text_hash = ?",
+                          embedder, text_hash)  # fmt: skip
+        return rows[0]["vector"] if rows else None
+
+    def cache_embedding(self, embedder: str, text_hash: str, vector: bytes) -> None:
+        self.connection.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
+                                (embedder, text_hash, vector))  # fmt: skip
