@@ -1,0 +1,1 @@
+"""The agent roles (researcher, analyser, judge) and their offline implementations."""

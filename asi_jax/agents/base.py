@@ -1,0 +1,93 @@
+"""What the agents exchange, and the roles as protocols.
+
+Each role has an offline implementation (this package) and may have LLM-backed ones; the
+controller sees only these protocols. Every record names the agent that produced it, and the
+offline ones say so in their names ("offline-...").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from asi_jax.cognition.store import Retrieved
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """A candidate as the agents see it: its design and, when evaluated, its results."""
+
+    id: int
+    name: str
+    parent_id: int | None
+    motivation: str
+    code: str
+    design: dict[str, Any] | None
+    status: str  # pending | evaluated | failed
+    loss: float | None = None
+    benchmark: float | None = None
+    fitness: float | None = None
+    metrics: dict[str, Any] | None = None
+    failure_stage: str | None = None
+    failure_reason: str | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Record:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in row.items() if k in names})
+
+
+@dataclasses.dataclass(frozen=True)
+class ResearchContext:
+    parent: Record
+    references: Sequence[Record]
+    cognition: Sequence[Retrieved]  # retrieved for the parent's problem summary
+    problem_summary: str
+    lessons: Sequence[str]
+    # (component, option) -> (mean fitness change when a child switched to it, count)
+    component_effects: dict[tuple[str, Any], tuple[float, int]]
+    known_designs: frozenset[str]  # design keys already proposed (to avoid repeats)
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Proposal:
+    name: str
+    motivation: str
+    code: str
+    design: dict[str, Any] | None
+    idea_origins: list[dict[str, str]]  # [{idea, origin: cognition|analysis|original, evidence}]
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    report: str
+    problem_summary: str  # what the cognition store is queried with
+    lesson: str | None
+
+
+class Researcher(Protocol):
+    name: str
+
+    def propose(self, context: ResearchContext) -> Proposal: ...
+
+    def revise(self, source: str, error: str) -> str | None:
+        """A repaired source for a failing candidate, or None to give up."""
+        ...
+
+
+class Analyser(Protocol):
+    name: str
+
+    def analyse(self, record: Record, parent: Record | None,
+                siblings: Sequence[Record]) -> Analysis: ...  # fmt: skip
+
+
+class Judge(Protocol):
+    name: str
+
+    def judge(self, record: Record, *, nearest_similarity: float,
+              population: Sequence[Record]) -> tuple[float, str]:  # fmt: skip
+        """(score on 1-10, rationale)."""
+        ...
