@@ -16,7 +16,7 @@ from train_testing import tiny
 from asi_jax.candidates import policy
 from asi_jax.candidates.checker import CheckConfig
 from asi_jax.candidates.engineer import EngineerConfig, revise, run_candidate
-from asi_jax.candidates.sandbox import Limits, run_worker
+from asi_jax.candidates.sandbox import Limits, run_worker, scrubbed_environment
 from asi_jax.train.config import MonitorConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +90,11 @@ def test_worker_environment_has_no_secrets(tmp_path, monkeypatch):
     assert names <= {"PATH", "HOME", "TMPDIR", "LANG", "LC_CTYPE", "JAX_PLATFORMS", "XLA_FLAGS",
                      "CUDA_VISIBLE_DEVICES", "TPU_VISIBLE_CHIPS"}  # fmt: skip
     assert outcome.response["cwd"] == str(tmp_path.resolve())
+
+
+def test_workers_can_be_pinned_to_one_accelerator(tmp_path):
+    env = scrubbed_environment(tmp_path, visible_devices="1")
+    assert env["CUDA_VISIBLE_DEVICES"] == env["TPU_VISIBLE_CHIPS"] == "1"
 
 
 # What the static policy would reject, sent straight to the worker: the run-time wall alone.

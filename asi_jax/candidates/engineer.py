@@ -28,8 +28,8 @@ from asi_jax.candidates.worker import CANDIDATE_FILE
 from asi_jax.models.mixers import get_mixer
 from asi_jax.train.config import ExperimentConfig, to_dict
 
-# (source, error) -> revised source; an agent, or a person, fills this role.
-Reviser = Callable[[str, str], str]
+# (source, error) -> revised source, or None to give up; an agent, or a person, fills this role.
+Reviser = Callable[[str, str], str | None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +40,7 @@ class EngineerConfig:
     baseline: str = "deltanet"  # the parameter budget is relative to this mixer's
     param_budget_ratio: float = 1.5
     max_attempts: int = 3
+    visible_devices: str | None = None  # pin the sandbox to these accelerators
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,9 +82,10 @@ def parameter_budget(config: EngineerConfig) -> int:
     return int(config.param_budget_ratio * count)
 
 
-def _attempt(number: int, source: str, config: EngineerConfig, workdir: Path) -> Attempt:
+def _attempt(number: int, source: str, config: EngineerConfig, workdir: Path,
+             baseline: str | None = None) -> Attempt:  # fmt: skip
     start = time.monotonic()
-    violations = check_source(source)
+    violations = [] if baseline else check_source(source)  # baselines are our own code
     digest = code_hash(source)
     if violations:
         reason = "\n".join(str(v) for v in violations)
@@ -97,8 +99,9 @@ def _attempt(number: int, source: str, config: EngineerConfig, workdir: Path) ->
         "task": "check" if config.train is None else "evaluate",
         "check": dataclasses.asdict(check),
         "train": None if config.train is None else to_dict(config.train),
+        "baseline": baseline,
     }
-    outcome = run_worker(request, folder, config.limits)
+    outcome = run_worker(request, folder, config.limits, visible_devices=config.visible_devices)
     seconds = time.monotonic() - start
     if not outcome.ok:
         reason = f"{outcome.error}\n{outcome.output_tail[-1500:]}".strip()
@@ -114,10 +117,12 @@ def _result(attempts: list[Attempt], source: str) -> Result:
                   source)  # fmt: skip
 
 
-def run_candidate(source: str, config: EngineerConfig, workdir: str | Path) -> Result:
-    """One attempt: static policy, then check (and train, if configured) in the sandbox."""
+def run_candidate(source: str, config: EngineerConfig, workdir: str | Path, *,
+                  baseline: str | None = None) -> Result:  # fmt: skip
+    """One attempt: static policy, then check (and train, if configured) in the sandbox.
+    `baseline` names a registry mixer to run instead of `source` (which then only labels it)."""
     workdir = Path(workdir)
-    result = _result([_attempt(1, source, config, workdir)], source)
+    result = _result([_attempt(1, source, config, workdir, baseline)], source)
     _save(result, workdir)
     return result
 
@@ -132,7 +137,10 @@ def revise(source: str, reviser: Reviser, config: EngineerConfig, workdir: str |
         if attempt.ok or number == config.max_attempts:
             break
         error = f"stage {attempt.stage} failed:\n{attempt.reason}"
-        source = reviser(source, error)
+        revised = reviser(source, error)
+        if revised is None or revised == source:
+            break  # the reviser cannot repair it
+        source = revised
     result = _result(attempts, source)
     _save(result, workdir)
     return result

@@ -48,7 +48,9 @@ class SandboxResult:
     output_tail: str  # the end of the worker's stdout and stderr, for debugging
 
 
-def scrubbed_environment(workdir: Path) -> dict[str, str]:
+def scrubbed_environment(workdir: Path, visible_devices: str | None = None) -> dict[str, str]:
+    """The worker's whole environment. `visible_devices` pins it to accelerators (e.g. "1":
+    one GPU or TPU chip per concurrent worker)."""
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": str(workdir),
@@ -56,6 +58,8 @@ def scrubbed_environment(workdir: Path) -> dict[str, str]:
         "LANG": "C.UTF-8",
     }
     env |= {name: os.environ[name] for name in _PASSTHROUGH if name in os.environ}
+    if visible_devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = env["TPU_VISIBLE_CHIPS"] = visible_devices
     return env
 
 
@@ -81,7 +85,8 @@ def _describe_exit(code: int) -> str:
     return f"worker exited with status {code}"
 
 
-def run_worker(request: dict[str, Any], workdir: str | Path, limits: Limits) -> SandboxResult:
+def run_worker(request: dict[str, Any], workdir: str | Path, limits: Limits, *,
+               visible_devices: str | None = None) -> SandboxResult:  # fmt: skip
     """Runs one request (see worker.py for the tasks) in a confined worker process."""
     workdir = Path(workdir).resolve()
     (workdir / "tmp").mkdir(parents=True, exist_ok=True)
@@ -90,7 +95,7 @@ def run_worker(request: dict[str, Any], workdir: str | Path, limits: Limits) -> 
         # -I: isolated mode, so nothing in the candidate's folder can shadow an import.
         [sys.executable, "-I", "-m", "asi_jax.candidates.worker"],
         cwd=workdir,
-        env=scrubbed_environment(workdir),
+        env=scrubbed_environment(workdir, visible_devices),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -21,6 +21,8 @@ INHERITED_ENVIRONMENT = tuple(sorted(os.environ))
 import site  # noqa: E402
 import sys  # noqa: E402
 import sysconfig  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -129,7 +131,12 @@ def handle(request: dict, workdir: Path) -> dict:
     if task == "environment":  # lets tests prove what the worker can and cannot see
         return {"environment": list(INHERITED_ENVIRONMENT), "cwd": os.getcwd()}
     try:
-        mixer = load_candidate(workdir)
+        if request.get("baseline"):  # a registry mixer: trusted code, same checks and training
+            from asi_jax.models.mixers import get_mixer
+
+            mixer = get_mixer(request["baseline"])
+        else:
+            mixer = load_candidate(workdir)
     except BaseException as e:
         return {"ok": False, "stage": "load", "reason": _trimmed_traceback(e)}
     check_config = checker.CheckConfig(**request["check"])
@@ -147,8 +154,22 @@ def handle(request: dict, workdir: Path) -> dict:
     return {"ok": True, "stage": None, "reason": None, "check": report, "train": result}
 
 
+def _exit_with_parent() -> None:
+    """Ends this worker when the process that started it dies (a killed controller must not
+    leave orphans writing into a candidate's folder that a resumed run is about to redo)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main() -> None:
     workdir = Path.cwd()
+    _exit_with_parent()
     request = json.loads(sys.stdin.read())
     apply_limits(Limits(**request.pop("limits")))  # before any heavy import
     response = handle(request, workdir)

@@ -6,6 +6,7 @@ applied in one place, `asi_jax.train.sharding`, from one rules table, and becaus
 (baselines and agents' candidates) must also build with no mesh at all.
 """
 
-from flax import nnx
+import flax
 
-nnx.use_eager_sharding(False)
+# The process-wide default (nnx.use_eager_sharding would set it for the calling thread only).
+flax.config.update("flax_always_shard_variable", False)

@@ -7,6 +7,7 @@ misspelt keys and wrong types with the dotted path of the offending field.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -73,7 +74,9 @@ class ExperimentConfig:
             )
 
 
-def _convert(cls: type, values: Mapping[str, Any], path: str):
+def convert(cls: type, values: Mapping[str, Any], path: str = ""):
+    """An instance of the dataclass `cls` from a nested mapping, checked field by field;
+    errors name the dotted path (`path` prefixes it)."""
     if not isinstance(values, Mapping):
         raise TypeError(f"{path or 'config'} must be a mapping, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -95,8 +98,15 @@ def _convert(cls: type, values: Mapping[str, Any], path: str):
 
 def _coerce(hint, value, path: str):
     if dataclasses.is_dataclass(hint):
-        return _convert(hint, value, path + ".")
+        return convert(hint, value, path + ".")
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):  # `Config | None`: a mapping is the config
+        if value is None:
+            return None
+        arms = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(arms) == 1:
+            return _coerce(arms[0], value, path)
+        return value
     if origin is tuple:
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             raise TypeError(f"{path} must be a list, got {value!r}")
@@ -113,11 +123,11 @@ def _coerce(hint, value, path: str):
 def from_config_dict(config: Mapping[str, Any]) -> ExperimentConfig:
     """ExperimentConfig from a ConfigDict (or any nested mapping), validated field by field."""
     to_dict = getattr(config, "to_dict", None)
-    return _convert(ExperimentConfig, to_dict() if to_dict else config, "")
+    return convert(ExperimentConfig, to_dict() if to_dict else config)
 
 
-def to_dict(config: ExperimentConfig) -> dict[str, Any]:
-    """A JSON-serialisable dict of the whole configuration (inf becomes a string)."""
+def to_dict(config) -> dict[str, Any]:
+    """A JSON-serialisable dict of a config dataclass (inf becomes a string)."""
 
     def clean(x):
         if isinstance(x, float) and x == float("inf"):
