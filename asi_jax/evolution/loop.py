@@ -1,0 +1,493 @@
+"""The evolution loop: sample -> retrieve -> propose -> novelty -> check and train -> score ->
+analyse -> store, with N candidates in flight, then verification of the best.
+
+    leaderboard = Controller(config, workdir).run()
+
+The controller is the only writer of the database. Evaluations run in sandboxed worker
+processes, one per thread of a pool of `config.workers`. Everything a finished evaluation
+produced is committed before the next step, so the run resumes after a kill at any moment:
+evaluations still `pending` in the database (interrupted) are re-run from scratch, finished
+ones are never repeated, and new proposals continue from the stored state.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import dataclasses
+import inspect
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asi_jax.agents.base import Record, ResearchContext
+from asi_jax.agents.grammar import BASELINE_DESIGNS, design_from_source
+from asi_jax.agents.offline_analyser import OfflineAnalyser, component_effects
+from asi_jax.agents.offline_judge import OfflineJudge
+from asi_jax.agents.offline_researcher import OfflineResearcher, known_design_keys
+from asi_jax.candidates.engineer import EngineerConfig, Result, code_hash, revise, run_candidate
+from asi_jax.cognition.embedders import make_embedder
+from asi_jax.cognition.entries import ingest_asi_arch, load_jsonl, unique
+from asi_jax.cognition.index import IndexConfig
+from asi_jax.cognition.store import CognitionStore
+from asi_jax.evolution.config import EvolutionConfig
+from asi_jax.evolution.db import Database
+from asi_jax.evolution.fitness import fitness
+from asi_jax.evolution.novelty import NoveltyIndex
+from asi_jax.evolution.sampling import sample
+from asi_jax.models.mixers import get_mixer
+from asi_jax.provenance import environment_record
+from asi_jax.train.config import ExperimentConfig, to_dict
+
+STAGES = ("explore", "verify")
+LEADERBOARD = "leaderboard.json"
+DATABASE = "evolution.sqlite"
+
+
+class EvolutionError(RuntimeError):
+    pass
+
+
+def stage_figures(train: dict[str, Any] | None) -> tuple[float | None, float | None]:
+    """(loss, benchmark) of a training result: held-out loss, and mean MQAR recall over the
+    evaluated numbers of key-value pairs (held-out accuracy when there is no MQAR set)."""
+    if not train or not train.get("eval"):
+        return None, None
+    evals = train["eval"]
+    recalls = [v["accuracy"] for k, v in evals.items() if k.startswith("mqar_kv")]
+    benchmark = sum(recalls) / len(recalls) if recalls else evals["heldout"]["accuracy"]
+    return evals["heldout"]["loss"], benchmark
+
+
+def _load_entries(config: EvolutionConfig):
+    entries = load_jsonl()
+    for path in config.cognition.extra_entries:
+        p = Path(path)
+        entries += load_jsonl(p) if p.suffix == ".jsonl" else ingest_asi_arch(p)
+    return unique(entries)
+
+
+def _stored_config_mismatch(stored: dict, current: dict) -> list[str]:
+    """Top-level keys whose values differ, budget excepted (extending a run is allowed)."""
+    return sorted(k for k in set(stored) | set(current)
+                  if k != "budget" and stored.get(k) != current.get(k))  # fmt: skip
+
+
+class Controller:
+    def __init__(self, config: EvolutionConfig, workdir: str | Path,
+                 log: Callable[[str], None] = print):  # fmt: skip
+        self.config, self.workdir, self.log = config, Path(workdir), log
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(self.workdir / DATABASE)
+        current = json.loads(json.dumps(to_dict(config)))
+        stored = self.db.get_meta("config")
+        if stored is None:
+            self.db.set_meta("config", current)
+            self.db.set_meta("environment", environment_record())
+            self.db.set_meta("wall_seconds", 0.0)
+        elif mismatch := _stored_config_mismatch(stored, current):
+            raise EvolutionError(
+                f"{self.workdir} holds a run with a different configuration (keys {mismatch}); "
+                "resume with the same config, or use a new workdir"
+            )
+        self.embedder = make_embedder(config.cognition.embedder)
+        self.cognition = CognitionStore(
+            _load_entries(config), self.embedder, self.workdir / "cognition_index",
+            IndexConfig(brute_force_limit=config.cognition.tree_threshold),
+        )  # fmt: skip
+        self.researcher = OfflineResearcher()
+        self.analyser = OfflineAnalyser()
+        self.judge = OfflineJudge()
+        self.novelty = NoveltyIndex(self.embedder, self.db,
+                                    [c["motivation"] for c in self.db.candidates()])  # fmt: skip
+        self._wall_before = float(self.db.get_meta("wall_seconds") or 0.0)
+        self._started = time.monotonic()
+        self._researcher_exhausted = False
+
+    # -- state ----------------------------------------------------------------------------
+    def experiment(self, stage: str) -> ExperimentConfig:
+        if stage == "explore":
+            return self.config.explore
+        return self.config.verify.experiment or self.config.explore
+
+    def engineer_config(self, stage: str, slot: int = 0) -> EngineerConfig:
+        c = self.config
+        return EngineerConfig(check=c.check, train=self.experiment(stage), limits=c.limits,
+                              baseline=c.reference_baseline,
+                              param_budget_ratio=c.param_budget_ratio,
+                              max_attempts=c.max_attempts,
+                              visible_devices=str(slot) if c.pin_devices else None)  # fmt: skip
+
+    def records(self, stage: str, status: str | None = None) -> list[Record]:
+        return [Record.from_row(r) for r in self.db.evaluations(stage, status)]
+
+    def ranked(self, stage: str) -> list[Record]:
+        """Scored evaluations of `stage`, fittest first (ties: earlier first)."""
+        scored = [r for r in self.records(stage, "evaluated") if r.fitness is not None]
+        return sorted(scored, key=lambda r: (-r.fitness, r.id))
+
+    def elapsed(self) -> float:
+        return self._wall_before + time.monotonic() - self._started
+
+    def _compute_seconds(self) -> float:
+        rows = self.db.query("SELECT COALESCE(SUM(compute_seconds), 0) AS s FROM evaluations")
+        return float(rows[0]["s"])
+
+    def _proposed(self) -> int:
+        rows = self.db.query("SELECT COUNT(*) AS n FROM candidates WHERE kind = 'candidate'")
+        return int(rows[0]["n"])
+
+    def budget_left(self) -> str | None:
+        """None while exploration may continue, else which budget ran out."""
+        b = self.config.budget
+        if b.candidates and self._proposed() >= b.candidates:
+            return f"{b.candidates} candidates proposed"
+        if b.wall_seconds and self.elapsed() >= b.wall_seconds:
+            return f"wall time {b.wall_seconds:g} s used"
+        if b.compute_seconds and self._compute_seconds() >= b.compute_seconds:
+            return f"compute {b.compute_seconds:g} s used"
+        if self._researcher_exhausted:
+            return "the researcher found no novel design"
+        return None
+
+    # -- generation 0 ----------------------------------------------------------------------
+    def seed_baselines(self) -> None:
+        """Baselines are candidates of generation 0 (reference first), queued for
+        exploration and judged among themselves (each against the others)."""
+        names = [self.config.reference_baseline] + [
+            b for b in self.config.baselines if b != self.config.reference_baseline
+        ]
+        added = []
+        for name in names:
+            if self.db.candidate_by_name(name) is not None:
+                continue
+            cls = get_mixer(name)
+            code = f"# baseline {name}: asi_jax.models.mixers.{cls.__name__}\n" + (
+                inspect.getsource(cls))  # fmt: skip
+            design = BASELINE_DESIGNS.get(name)
+            motivation = f"Baseline {name}: {inspect.getdoc(cls) or ''}"
+            with self.db.transaction():
+                cid = self.db.add_candidate(
+                    name=name, generation=0, kind="baseline", researcher="baseline",
+                    motivation=motivation, code=code, code_hash=code_hash(code),
+                    design=design.to_json() if design else None,
+                )  # fmt: skip
+                self.db.start_evaluation(cid, "explore")
+            self.novelty.add(motivation)
+            added.append(cid)
+        baselines = [c for c in self.db.candidates() if c["kind"] == "baseline"]
+        for cid in added:
+            own = self.db.candidate(cid)["motivation"]
+            others = NoveltyIndex(
+                self.embedder, self.db, [c["motivation"] for c in baselines if c["id"] != cid]
+            )
+            self._judge(cid, others.nearest(own)[1])
+
+    def _judge(self, candidate_id: int, similarity: float) -> None:
+        record = Record.from_row({**self.db.candidate(candidate_id), "status": "pending"})
+        population = [Record.from_row({**c, "status": "n/a"}) for c in self.db.candidates()
+                      if c["id"] != candidate_id]  # fmt: skip
+        score, rationale = self.judge.judge(record, nearest_similarity=similarity,
+                                            population=population)  # fmt: skip
+        self.db.set_judgement(candidate_id, self.judge.name, score, rationale)
+
+    # -- proposing --------------------------------------------------------------------------
+    def propose(self) -> dict | None:
+        """A new candidate, stored and queued for exploration; None when the reference
+        baseline is not scored yet, a budget is used up, or the researcher is exhausted."""
+        if self.budget_left() is not None:
+            return None
+        ranked = self.ranked("explore")
+        if not any(r.name == self.config.reference_baseline for r in ranked):
+            return None
+        explore_records = self.records("explore")
+        effects = component_effects(explore_records)
+        known = known_design_keys([c["design"] for c in self.db.candidates()])
+        hashes = {c["code_hash"] for c in self.db.candidates()}
+        for _ in range(self.config.max_proposal_tries):
+            tries = self.db.query("SELECT (SELECT COUNT(*) FROM candidates) + "
+                                  "(SELECT COUNT(*) FROM rejections) AS n")[0]["n"]  # fmt: skip
+            rng = np.random.default_rng([self.config.seed, tries])
+            parent, references = sample(ranked, self.config.sampling, rng)
+            analysis = self.db.analysis(parent.id, "explore")
+            summary = analysis["problem_summary"] if analysis else "no analysis yet"
+            round_number = self._proposed() + 1
+            context = ResearchContext(
+                parent=parent, references=references,
+                cognition=self.cognition.retrieve(summary, self.config.cognition.top_k),
+                problem_summary=summary, lessons=self.db.lessons(),
+                component_effects=effects, known_designs=known,
+                seed=int(rng.integers(2**31)),
+            )  # fmt: skip
+            started = time.monotonic()
+            proposal = self.researcher.propose(context)
+            novel, nearest, similarity = self.novelty.check(
+                proposal.motivation, self.config.novelty_threshold
+            )
+            digest = code_hash(proposal.code)
+            reason = None
+            if digest in hashes or (proposal.design and known_design_keys([proposal.design])
+                                    <= known):  # fmt: skip
+                reason = "duplicate of an earlier design"
+            elif not novel:
+                reason = (f"motivation {similarity:.3f} similar to "
+                          f"{self.db.candidates()[nearest]['name']}")  # fmt: skip
+            if reason:
+                self.db.add_rejection(round_number, proposal.name, reason, proposal.motivation)
+                self.log(f"[explore] rejected {proposal.name}: {reason}")
+                continue
+            name = proposal.name
+            if self.db.candidate_by_name(name) is not None:
+                name = f"{name}-{tries}"
+            with self.db.transaction():
+                cid = self.db.add_candidate(
+                    name=name, generation=self._generation(parent) + 1, round=round_number,
+                    kind="candidate", researcher=self.researcher.name,
+                    motivation=proposal.motivation, code=proposal.code, code_hash=digest,
+                    parent_id=parent.id, reference_ids=[r.id for r in references],
+                    design=proposal.design, idea_origins=proposal.idea_origins,
+                )  # fmt: skip
+                self.db.start_evaluation(cid, "explore")
+            self.db.add_timing(cid, "propose", time.monotonic() - started)
+            self.novelty.add(proposal.motivation)
+            self._judge(cid, similarity)
+            return self.db.candidate(cid)
+        self._researcher_exhausted = True
+        self.log(f"[explore] {self.config.max_proposal_tries} proposals in a row were not "
+                 "novel; stopping exploration")  # fmt: skip
+        return None
+
+    def _generation(self, record: Record) -> int:
+        return int(self.db.candidate(record.id)["generation"])
+
+    # -- evaluating (in a worker thread: no database access) ---------------------------
+    def _folder(self, candidate: dict, stage: str) -> Path:
+        return self.workdir / "candidates" / f"{candidate['id']:04d}-{candidate['name']}" / stage
+
+    def evaluate(self, candidate: dict, stage: str, slot: int = 0) -> Result:
+        """Checks and trains one candidate in the sandbox; `slot` is the worker's index."""
+        folder = self._folder(candidate, stage)
+        if folder.exists():  # an interrupted earlier try: start it again from nothing
+            shutil.rmtree(folder)
+        engineer = self.engineer_config(stage, slot)
+        if candidate["kind"] == "baseline":
+            return run_candidate(candidate["code"], engineer, folder, baseline=candidate["name"])
+        return revise(candidate["code"], self.researcher.revise, engineer, folder)
+
+    # -- recording (controller thread) ---------------------------------------------------
+    def record(self, candidate: dict, stage: str, result: Result) -> None:
+        cid = candidate["id"]
+        loss, benchmark = stage_figures(result.train)
+        ok = result.ok and loss is not None and math.isfinite(loss)
+        self.db.finish_evaluation(
+            cid, stage, ok=ok,
+            failure_stage=None if ok else (result.stage or "train"),
+            failure_reason=None if ok else (result.reason or "no figures")[-2000:],
+            loss=loss, benchmark=benchmark,
+            params=(result.train or {}).get("params", {}).get("total"),
+            metrics=result.train, check_report=result.check,
+            compute_seconds=sum(a.seconds for a in result.attempts),
+            attempts=[dataclasses.asdict(a) for a in result.attempts],
+        )  # fmt: skip
+        if result.source != candidate["code"] and candidate["kind"] == "candidate":
+            design = design_from_source(result.source)
+            self.db.connection.execute(
+                "UPDATE candidates SET code = ?, code_hash = ?, design = ? WHERE id = ?",
+                (result.source, code_hash(result.source),
+                 json.dumps(design.to_json()) if design else None, cid),
+            )  # fmt: skip
+        self.db.add_timing(cid, f"{stage}:evaluate", sum(a.seconds for a in result.attempts))
+        self.score(stage)
+        if stage == "explore":
+            self._analyse(cid)
+        self.db.set_meta("wall_seconds", self.elapsed())
+
+    def score(self, stage: str) -> None:
+        """Scores every evaluation of `stage` not yet scored, once the reference baseline of
+        the same stage has figures."""
+        by_name = {r.name: r for r in self.records(stage)}
+        reference = by_name.get(self.config.reference_baseline)
+        if reference is None or reference.status == "pending":
+            return
+        if reference.status == "failed":
+            raise EvolutionError(
+                f"the reference baseline {reference.name} failed in {stage}: "
+                f"{reference.failure_stage}: {(reference.failure_reason or '')[-500:]}"
+            )
+        for r in by_name.values():
+            if r.status == "pending" or r.fitness is not None:
+                continue
+            judgement = self.db.judgement(r.id)
+            f = fitness(
+                loss=r.loss if r.loss is not None else math.inf,
+                baseline_loss=reference.loss,
+                benchmark=r.benchmark if r.benchmark is not None else -math.inf,
+                baseline_benchmark=max(reference.benchmark, 1e-9),
+                judge_score=judgement["score"] if judgement else 1.0,
+                config=self.config.fitness,
+            )
+            if r.status == "failed":  # a failed run earns nothing but is ranked, at the bottom
+                f = dataclasses.replace(f, total=0.0)
+            self.db.set_score(r.id, stage, f.total, f.loss_term, f.benchmark_term, f.judge_term)
+
+    def _analyse(self, candidate_id: int) -> None:
+        records = {r.id: r for r in self.records("explore")}
+        record = records[candidate_id]
+        parent = records.get(record.parent_id) if record.parent_id else None
+        siblings = [r for r in records.values()
+                    if r.parent_id == record.parent_id and r.parent_id is not None]  # fmt: skip
+        started = time.monotonic()
+        analysis = self.analyser.analyse(record, parent, siblings)
+        self.db.add_analysis(candidate_id, "explore", self.analyser.name, analysis.report,
+                             analysis.problem_summary, analysis.lesson)  # fmt: skip
+        self.db.add_timing(candidate_id, "analyse", time.monotonic() - started)
+
+    # -- stages -------------------------------------------------------------------------
+    def run_stage(self, stage: str, *, proposing: bool) -> None:
+        queue = collections.deque(
+            self.db.candidate(r["candidate_id"]) for r in self.db.query(
+                "SELECT candidate_id FROM evaluations WHERE stage = ? AND status = 'pending' "
+                "ORDER BY candidate_id", stage)
+        )  # fmt: skip
+        if queue:
+            self.log(f"[{stage}] {len(queue)} evaluation(s) to run: "
+                     + ", ".join(c["name"] for c in queue))  # fmt: skip
+        with cf.ThreadPoolExecutor(self.config.workers) as pool:
+            running: dict[cf.Future, tuple[dict, int]] = {}
+            free_slots = list(range(self.config.workers))
+            while True:
+                while free_slots:
+                    candidate = queue.popleft() if queue else (
+                        self.propose() if proposing else None)  # fmt: skip
+                    if candidate is None:
+                        break
+                    self.log(f"[{stage}] start {candidate['name']} "
+                             f"(generation {candidate['generation']})")  # fmt: skip
+                    slot = free_slots.pop(0)
+                    running[pool.submit(self.evaluate, candidate, stage, slot)] = (candidate, slot)
+                if not running:
+                    break
+                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    candidate, slot = running.pop(future)
+                    free_slots.append(slot)
+                    self.record(candidate, stage, future.result())
+                    self.write_leaderboard()
+                    self.log(self.progress(stage, candidate["id"]))
+        if proposing and (reason := self.budget_left()):
+            self.log(f"[{stage}] done: {reason}")
+
+    def promote(self) -> None:
+        """Queues the top candidates by exploration fitness and every baseline for
+        verification (once: a resumed run keeps the first choice)."""
+        if self.db.get_meta("verify_promoted"):
+            return
+        top = [r for r in self.ranked("explore") if self.db.candidate(r.id)["kind"] == "candidate"]
+        chosen = top[: self.config.verify.promote]
+        baselines = [c for c in self.db.candidates() if c["kind"] == "baseline"]
+        with self.db.transaction():
+            for c in [*baselines, *(self.db.candidate(r.id) for r in chosen)]:
+                self.db.start_evaluation(c["id"], "verify")  # judged once, at proposal
+            self.db.set_meta("verify_promoted", [r.name for r in chosen])
+        self.log(f"[verify] promoted {[r.name for r in chosen]} with the baselines")
+
+    def run(self) -> dict[str, Any]:
+        """The whole run (or what is left of it); returns the leaderboard."""
+        self.seed_baselines()
+        self.run_stage("explore", proposing=True)
+        if self.config.verify.promote > 0:
+            self.promote()
+            self.run_stage("verify", proposing=False)
+        board = self.write_leaderboard()
+        self.log(f"leaderboard: {self.workdir / LEADERBOARD}")
+        return board
+
+    # -- reporting --------------------------------------------------------------------------
+    def _rows(self, stage: str) -> list[dict[str, Any]]:
+        names = {c["id"]: c["name"] for c in self.db.candidates()}
+        rows = []
+        for r in self.db.evaluations(stage):
+            recalls = {k: v["accuracy"] for k, v in ((r["metrics"] or {}).get("eval") or {}).items()
+                       if k.startswith("mqar_kv")}  # fmt: skip
+            judgement = self.db.judgement(r["id"])
+            rows.append({
+                "name": r["name"], "kind": r["kind"], "generation": r["generation"],
+                "parent": names.get(r["parent_id"]), "stage": stage, "status": r["status"],
+                "fitness": r["fitness"],
+                "terms": None if r["fitness"] is None else {
+                    "loss": r["loss_term"], "benchmark": r["benchmark_term"],
+                    "judge": r["judge_term"],
+                    "quantitative": r["loss_term"] + r["benchmark_term"]},
+                "loss": r["loss"], "benchmark": r["benchmark"], "recall": recalls,
+                "params": r["params"], "compute_seconds": r["compute_seconds"],
+                "judge": judgement and {"score": judgement["score"], "by": judgement["judge"]},
+                "failure_stage": r["failure_stage"],
+                "failure_reason": (r["failure_reason"] or "").strip().splitlines()[-1:] or None,
+                "researcher": r["researcher"], "idea_origins": r["idea_origins"],
+            })  # fmt: skip
+        order = {"evaluated": 0, "failed": 1, "pending": 2}
+        return sorted(rows, key=lambda x: (order[x["status"]], -(x["fitness"] or 0.0)))
+
+    def write_leaderboard(self) -> dict[str, Any]:
+        reference = self.config.reference_baseline
+        board: dict[str, Any] = {
+            "reference_baseline": reference, "seed": self.config.seed,
+            "agents": {"researcher": self.researcher.name, "analyser": self.analyser.name,
+                       "judge": self.judge.name},
+            "wall_seconds": self.elapsed(), "compute_seconds": self._compute_seconds(),
+        }  # fmt: skip
+        for stage in STAGES:
+            rows = self._rows(stage)
+            if not rows:
+                continue
+            ref = next((r for r in rows if r["name"] == reference), None)
+            better = [r["name"] for r in rows if r["kind"] == "candidate" and ref
+                      and ref["fitness"] is not None and r["status"] == "evaluated"
+                      and r["fitness"] > ref["fitness"]]  # fmt: skip
+            failures = collections.Counter(r["failure_stage"] for r in rows
+                                           if r["status"] == "failed")  # fmt: skip
+            board[stage] = {
+                "ranking": rows,
+                "evaluated": sum(r["status"] == "evaluated" for r in rows),
+                "failed": sum(r["status"] == "failed" for r in rows),
+                "failures_by_stage": dict(failures),
+                f"beats_{reference}": better,
+            }
+        board["rejected_proposals"] = self.db.query("SELECT COUNT(*) AS n FROM rejections")[0]["n"]
+        tmp = self.workdir / (LEADERBOARD + ".tmp")
+        tmp.write_text(json.dumps(board, indent=2) + "\n")
+        os.replace(tmp, self.workdir / LEADERBOARD)
+        return board
+
+    def progress(self, stage: str, candidate_id: int) -> str:
+        rows = {r.id: r for r in self.records(stage)}
+        r = rows[candidate_id]
+        ranked = self.ranked(stage)
+        best = next((x for x in ranked if x.status == "evaluated"), None)
+        failures = collections.Counter(x.failure_stage for x in rows.values()
+                                       if x.status == "failed")  # fmt: skip
+        outcome = (f"fitness {r.fitness:.3f} (loss {r.loss:.4f}, recall {r.benchmark:.3f})"
+                   if r.status == "evaluated" and r.fitness is not None
+                   else f"{r.status} {r.failure_stage or ''}".strip())  # fmt: skip
+        done = sum(x.status != "pending" for x in rows.values())
+        return (f"[{stage}] round {self._proposed()} | {r.name}: {outcome} | best "
+                f"{best.name if best else '-'} {best.fitness if best else float('nan'):.3f} | "
+                f"failures {dict(failures) or 0} | {done} done | "
+                f"{self.elapsed() / 60:.1f} min")  # fmt: skip
+
+
+def evolve(config: EvolutionConfig, workdir: str | Path,
+           log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+    """Runs (or resumes) the evolution in `workdir`; returns the leaderboard."""
+    controller = Controller(config, workdir, log)
+    try:
+        return controller.run()
+    finally:
+        controller.db.close()

@@ -1,0 +1,55 @@
+"""Runs (or resumes) an architecture-evolution run.
+
+    python scripts/evolve.py --config=configs/quickstart.py --workdir=runs/quickstart
+
+Prints live progress (round, candidate, stage, best so far, failures by stage) and keeps
+`leaderboard.json` in the workdir up to date after every candidate. Running the same command
+again after an interruption (even `kill -9`) continues the run: finished candidates are kept,
+interrupted ones are re-run.
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from asi_jax.evolution.config import from_config_dict
+from asi_jax.evolution.loop import EvolutionError, evolve
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Evolution config file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's folder: database, candidates, "
+                               "leaderboard.")  # fmt: skip
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _summary(board: dict) -> str:
+    ref = board["reference_baseline"]
+    lines = []
+    for stage in ("explore", "verify"):
+        if stage not in board:
+            continue
+        s = board[stage]
+        lines.append(f"{stage}: {s['evaluated']} evaluated, {s['failed']} failed; "
+                     f"beating {ref}: {s[f'beats_{ref}'] or 'none'}")  # fmt: skip
+        for row in s["ranking"][:8]:
+            fit = "-" if row["fitness"] is None else f"{row['fitness']:.3f}"
+            lines.append(f"  {fit:>6}  {row['name']} ({row['kind']}, {row['status']})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        config = from_config_dict(_CONFIG.value)
+        board = evolve(config, _WORKDIR.value, log=lambda line: print(line, flush=True))
+    except (ValueError, TypeError, EvolutionError) as e:
+        raise app.UsageError(str(e)) from e
+    print(_summary(board))
+    print(json.dumps({"wall_seconds": round(board["wall_seconds"], 1)}))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,173 @@
+"""The evolution loop end to end through scripts/evolve.py: proposals, sandboxed evaluation,
+scoring, verification, the leaderboard, and resuming after `kill -9`."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from asi_jax.evolution.config import from_config_dict
+from asi_jax.evolution.loop import Controller, EvolutionError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_TINY = """
+from ml_collections import config_dict
+
+
+def get_config():
+    c = config_dict.ConfigDict()
+    e = dict(seed=0, model=dict(vocab_size=32, d_model=32, num_layers=1, num_heads=2),
+             data=dict(kind="mqar", batch_size=8, seq_len=16, seed=0, eval_examples=32,
+                       mqar=dict(vocab_size=32, seq_len=16, num_kv_pairs=2),
+                       eval_kv_pairs=(2, 4)),
+             optim=dict(learning_rate=1e-2, warmup_steps=2),
+             train=dict(steps=STEPS, log_every=20, checkpoint_every=0))
+    c.explore = e
+    c.verify = dict(promote=1, experiment=e)
+    c.baselines = ("deltanet",)
+    c.workers = 1
+    c.budget = dict(candidates=2)
+    c.check = dict(batch_sizes=(2,), seq_lens=(1, 9), cost_seq_len=64, causal_seq_len=16,
+                   causal_positions=(0, 7))
+    return c
+"""
+
+
+def _config(tmp_path: Path, steps: int) -> Path:
+    path = tmp_path / "tiny_evolve.py"
+    path.write_text(_TINY.replace("STEPS", str(steps)))
+    return path
+
+
+def _evolve(config: Path, workdir: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "evolve.py"),
+            f"--config={config}",
+            f"--workdir={workdir}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+
+
+def _rows(workdir: Path, sql: str) -> list[tuple]:
+    if not (workdir / "evolution.sqlite").exists():
+        return []
+    connection = sqlite3.connect(workdir / "evolution.sqlite")
+    try:
+        return connection.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # not created yet
+        return []
+    finally:
+        connection.close()
+
+
+def _processes_inside(folder: Path) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(Path(proc / "cwd").resolve()).startswith(str(folder)):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_kill_9_during_training_then_resume(tmp_path):
+    config, workdir = _config(tmp_path, steps=400), tmp_path / "run"
+    process = _evolve(config, workdir)
+    deadline, interrupted = time.time() + 300, None
+    while time.time() < deadline and interrupted is None:
+        time.sleep(0.2)
+        assert process.poll() is None, process.stdout.read()
+        pending = _rows(
+            workdir,
+            "SELECT c.id, c.name FROM evaluations e JOIN candidates c ON "
+            "c.id = e.candidate_id WHERE e.status = 'pending' AND "
+            "c.kind = 'candidate'",
+        )
+        for cid, name in pending:
+            train = workdir / "candidates" / f"{cid:04d}-{name}" / "explore" / "attempt1" / "train"
+            if (train / "run.json").exists():  # its training has started
+                interrupted = name
+    assert interrupted, "no candidate reached training in time"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished_before = dict(
+        _rows(
+            workdir, "SELECT candidate_id, finished_at FROM evaluations WHERE status != 'pending'"
+        )
+    )
+    assert finished_before  # the baseline at least
+    time.sleep(2)  # the orphaned sandbox notices its parent is gone and exits
+    assert _processes_inside(workdir) == []
+
+    resumed = _evolve(config, workdir)
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output
+    assert f"evaluation(s) to run: {interrupted}" in output
+    names = [n for (n,) in _rows(workdir, "SELECT name FROM candidates")]
+    assert len(names) == len(set(names)) == 3  # deltanet + 2 candidates, each once
+    after = dict(
+        _rows(workdir, "SELECT candidate_id, finished_at FROM evaluations WHERE stage = 'explore'")
+    )
+    for cid, finished in finished_before.items():
+        assert after[cid] == finished  # finished work was not repeated
+    statuses = _rows(workdir, "SELECT status FROM evaluations")
+    assert all(s != "pending" for (s,) in statuses)
+
+    board = json.loads((workdir / "leaderboard.json").read_text())
+    explore = board["explore"]["ranking"]
+    assert {r["name"] for r in explore} == set(names)
+    for row in explore:
+        assert {
+            "name",
+            "parent",
+            "stage",
+            "fitness",
+            "terms",
+            "loss",
+            "params",
+            "status",
+            "failure_reason",
+        } <= set(row)
+        if row["status"] == "evaluated":
+            assert row["fitness"] == pytest.approx(
+                sum(row["terms"][k] for k in ("loss", "benchmark", "judge"))
+            )
+    reference = next(r for r in explore if r["name"] == "deltanet")
+    assert reference["terms"]["loss"] == pytest.approx(0.5)  # the baseline against itself
+    verify = board["verify"]["ranking"]
+    assert len(verify) == 2 and "deltanet" in {r["name"] for r in verify}
+    assert all(r["status"] != "pending" for r in verify)
+    assert board["agents"]["researcher"].startswith("offline")
+
+
+def test_resuming_with_another_config_is_refused(tmp_path):
+    config = from_config_dict({"baselines": ["deltanet"], "budget": {"candidates": 0}})
+    Controller(config, tmp_path).db.close()
+    changed = from_config_dict({"baselines": ["deltanet"], "seed": 3})
+    with pytest.raises(EvolutionError, match=r"different configuration \(keys \['seed'\]\)"):
+        Controller(changed, tmp_path)
+    Controller(
+        from_config_dict({"baselines": ["deltanet"], "budget": {"candidates": 5}}), tmp_path
+    ).db.close()  # a larger budget extends the run
+
+
+def test_malformed_evolution_config_is_named():
+    with pytest.raises(ValueError, match=r"budget.candidatez"):
+        from_config_dict({"budget": {"candidatez": 3}})
+    with pytest.raises(ValueError, match="reference_baseline 'deltanet' must be one of"):
+        from_config_dict({"baselines": ["linear_attention"]})
