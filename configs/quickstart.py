@@ -36,6 +36,10 @@ def get_config() -> config_dict.ConfigDict:
     c = config_dict.ConfigDict()
     c.seed = 0
     c.workers = 2
+    c.agents = "offline"  # "llm": the researcher, analyser and judge call c.llm's model
+    c.llm = dict(
+        provider="gemini", model="gemini-2.5-pro", base_url="", api_key_env="GEMINI_API_KEY"
+    )
     c.pin_devices = False  # True on a multi-accelerator host: worker i uses device i
     c.baselines = ("linear_attention", "deltanet", "gated_deltanet")
     c.reference_baseline = "deltanet"

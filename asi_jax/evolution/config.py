@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from asi_jax.agents.llm import LLMConfig
 from asi_jax.candidates.checker import CheckConfig
 from asi_jax.candidates.sandbox import Limits
 from asi_jax.evolution.fitness import FitnessConfig
@@ -44,7 +45,8 @@ class VerifyConfig:
 @dataclasses.dataclass(frozen=True)
 class EvolutionConfig:
     seed: int = 0
-    agents: str = "offline"  # which implementations of the roles
+    agents: str = "offline"  # "offline" (no network) or "llm" (researcher, analyser, judge)
+    llm: LLMConfig = LLMConfig()
     workers: int = 2  # candidates evaluated at once (sandboxed processes)
     pin_devices: bool = False  # worker i sees only accelerator i (one candidate per device)
     baselines: tuple[str, ...] = ("linear_attention", "deltanet", "gated_deltanet")
@@ -63,11 +65,8 @@ class EvolutionConfig:
     param_budget_ratio: float = 1.5  # times the reference baseline's mixer parameters
 
     def __post_init__(self):
-        if self.agents != "offline":
-            raise ValueError(
-                f"agents={self.agents!r}: only the offline agents are available in this "
-                "version ('offline')"
-            )
+        if self.agents not in ("offline", "llm"):
+            raise ValueError(f"agents must be 'offline' or 'llm', got {self.agents!r}")
         if self.reference_baseline not in self.baselines:
             raise ValueError(f"reference_baseline {self.reference_baseline!r} must be one of "
                              f"the baselines {list(self.baselines)}")  # fmt: skip

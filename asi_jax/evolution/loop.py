@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from asi_jax.agents.base import Record, ResearchContext
+from asi_jax.agents.base import Analyser, Judge, Record, ResearchContext, Researcher
 from asi_jax.agents.grammar import BASELINE_DESIGNS, design_from_source
+from asi_jax.agents.llm import LLMAnalyser, LLMError, LLMJudge, LLMResearcher, make_client
 from asi_jax.agents.offline_analyser import OfflineAnalyser, component_effects
 from asi_jax.agents.offline_judge import OfflineJudge
 from asi_jax.agents.offline_researcher import OfflineResearcher, known_design_keys
@@ -80,6 +81,13 @@ def _stored_config_mismatch(stored: dict, current: dict) -> list[str]:
                   if k != "budget" and stored.get(k) != current.get(k))  # fmt: skip
 
 
+def make_agents(config: EvolutionConfig) -> tuple[Researcher, Analyser, Judge]:
+    if config.agents == "offline":
+        return OfflineResearcher(), OfflineAnalyser(), OfflineJudge()
+    client = make_client(config.llm)
+    return LLMResearcher(client), LLMAnalyser(client), LLMJudge(client)
+
+
 class Controller:
     def __init__(self, config: EvolutionConfig, workdir: str | Path,
                  log: Callable[[str], None] = print):  # fmt: skip
@@ -102,9 +110,7 @@ class Controller:
             _load_entries(config), self.embedder, self.workdir / "cognition_index",
             IndexConfig(brute_force_limit=config.cognition.tree_threshold),
         )  # fmt: skip
-        self.researcher = OfflineResearcher()
-        self.analyser = OfflineAnalyser()
-        self.judge = OfflineJudge()
+        self.researcher, self.analyser, self.judge = make_agents(config)
         self.novelty = NoveltyIndex(self.embedder, self.db,
                                     [c["motivation"] for c in self.db.candidates()])  # fmt: skip
         self._wall_before = float(self.db.get_meta("wall_seconds") or 0.0)
@@ -194,9 +200,16 @@ class Controller:
         record = Record.from_row({**self.db.candidate(candidate_id), "status": "pending"})
         population = [Record.from_row({**c, "status": "n/a"}) for c in self.db.candidates()
                       if c["id"] != candidate_id]  # fmt: skip
-        score, rationale = self.judge.judge(record, nearest_similarity=similarity,
-                                            population=population)  # fmt: skip
-        self.db.set_judgement(candidate_id, self.judge.name, score, rationale)
+        judge = self.judge
+        try:
+            score, rationale = judge.judge(record, nearest_similarity=similarity,
+                                           population=population)  # fmt: skip
+        except LLMError as e:  # the offline judge stands in, and the record says so
+            self.log(f"judge error, using the offline judge for {record.name}: {e}")
+            judge = OfflineJudge()
+            score, rationale = judge.judge(record, nearest_similarity=similarity,
+                                           population=population)  # fmt: skip
+        self.db.set_judgement(candidate_id, judge.name, score, rationale)
 
     # -- proposing --------------------------------------------------------------------------
     def propose(self) -> dict | None:
@@ -227,7 +240,12 @@ class Controller:
                 seed=int(rng.integers(2**31)),
             )  # fmt: skip
             started = time.monotonic()
-            proposal = self.researcher.propose(context)
+            try:
+                proposal = self.researcher.propose(context)
+            except LLMError as e:  # an unusable reply: recorded, and the next try goes on
+                self.db.add_rejection(round_number, "-", f"researcher error: {e}", "")
+                self.log(f"[explore] researcher error: {e}")
+                continue
             novel, nearest, similarity = self.novelty.check(
                 proposal.motivation, self.config.novelty_threshold
             )
@@ -344,8 +362,14 @@ class Controller:
         siblings = [r for r in records.values()
                     if r.parent_id == record.parent_id and r.parent_id is not None]  # fmt: skip
         started = time.monotonic()
-        analysis = self.analyser.analyse(record, parent, siblings)
-        self.db.add_analysis(candidate_id, "explore", self.analyser.name, analysis.report,
+        analyser = self.analyser
+        try:
+            analysis = analyser.analyse(record, parent, siblings)
+        except LLMError as e:  # the offline analyser stands in, and the record says so
+            self.log(f"analyser error, using the offline analyser for {record.name}: {e}")
+            analyser = OfflineAnalyser()
+            analysis = analyser.analyse(record, parent, siblings)
+        self.db.add_analysis(candidate_id, "explore", analyser.name, analysis.report,
                              analysis.problem_summary, analysis.lesson)  # fmt: skip
         self.db.add_timing(candidate_id, "analyse", time.monotonic() - started)
 
