@@ -1,13 +1,11 @@
 """The cognition store: shipped entries, the ASI-Arch ingester, embedders, the ScaNN index."""
 
-import http.server
 import json
-import threading
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pytest
+from fake_servers import serve
 
 from asi_jax.cognition.embedders import EmbeddingError, GeminiEmbedder, HashingEmbedder
 from asi_jax.cognition.entries import (
@@ -139,55 +137,34 @@ def test_store_index_is_saved_and_rebuilt_when_entries_change(tmp_path):
     assert json.loads((tmp_path / "idx" / "manifest.json").read_text())["rows"] == 10
 
 
-class _FakeGemini(http.server.BaseHTTPRequestHandler):
-    requests: ClassVar[list] = []
-    fail = False
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append((self.path, body, self.headers.get("x-goog-api-key")))
-        if type(self).fail:
-            self.send_response(500)
-            self.end_headers()
-            return
-        rows = [{"values": [float(i + 1), 1.0, 0.0]} for i in range(len(body["requests"]))]
-        data = json.dumps({"embeddings": rows}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+def _embeddings(path: str, body: dict) -> tuple[int, dict]:
+    rows = [{"values": [float(i + 1), 1.0, 0.0]} for i in range(len(body["requests"]))]
+    return 200, {"embeddings": rows}
 
 
 @pytest.fixture
-def gemini_server(monkeypatch):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeGemini)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    _FakeGemini.requests, _FakeGemini.fail = [], False
+def gemini_key(monkeypatch):
     monkeypatch.setenv("GEMINI_API_KEY", "test-key")
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
 
 
-def test_gemini_embedder_speaks_the_real_api_to_a_local_server(gemini_server):
-    embedder = GeminiEmbedder(base_url=gemini_server, dim=3, batch_size=2)
-    vectors = embedder.embed(["a", "b", "c"], "query")
+def test_gemini_embedder_speaks_the_real_api_to_a_local_server(gemini_key):
+    with serve(_embeddings) as server:
+        embedder = GeminiEmbedder(base_url=server.url, dim=3, batch_size=2)
+        vectors = embedder.embed(["a", "b", "c"], "query")
     assert vectors.shape == (3, 3)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
-    path, body, key = _FakeGemini.requests[0]
-    assert path.endswith("models/gemini-embedding-001:batchEmbedContents") and key == "test-key"
+    path, body, headers = server.requests[0]
+    assert path.endswith("models/gemini-embedding-001:batchEmbedContents")
+    assert headers["x-goog-api-key"] == "test-key"
     assert body["requests"][0]["taskType"] == "RETRIEVAL_QUERY"
     assert body["requests"][0]["outputDimensionality"] == 3
-    assert len(_FakeGemini.requests) == 2  # batches of 2
+    assert len(server.requests) == 2  # batches of 2
 
 
-def test_gemini_embedder_errors_are_clear(gemini_server, monkeypatch):
-    _FakeGemini.fail = True
-    with pytest.raises(EmbeddingError, match="Gemini embedding request failed"):
-        GeminiEmbedder(base_url=gemini_server).embed(["a"])
+def test_gemini_embedder_errors_are_clear(gemini_key, monkeypatch):
+    failing = serve(lambda path, body: (500, {"error": {"message": "boom"}}))
+    with failing as server, pytest.raises(EmbeddingError, match="Gemini embedding request failed"):
+        GeminiEmbedder(base_url=server.url).embed(["a"])
     monkeypatch.delenv("GEMINI_API_KEY")
     with pytest.raises(EmbeddingError, match=r"needs an API key in \$GEMINI_API_KEY"):
         GeminiEmbedder()

@@ -1,11 +1,10 @@
 """LLM-backed agents against model servers of our own on 127.0.0.1 (never a real API)."""
 
-import http.server
 import json
-import threading
 from pathlib import Path
 
 import pytest
+from fake_servers import serve
 
 from asi_jax.agents.base import Record, ResearchContext
 from asi_jax.agents.llm import (
@@ -29,47 +28,30 @@ PROPOSAL = (
 )
 
 
-class _Server(http.server.BaseHTTPRequestHandler):
-    """Answers POSTs from a queue of (status, reply text); records every request."""
-
-    replies: list = []
-    seen: list = []
-    kind = "openai"
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).seen.append((self.path, body, dict(self.headers)))
-        status, text = type(self).replies.pop(0) if type(self).replies else (200, "{}")
-        if type(self).kind == "openai":
-            payload = {"choices": [{"message": {"role": "assistant", "content": text}}]}
-        else:
-            payload = {
-                "candidates": [
-                    {
-                        "content": {"role": "model", "parts": [{"text": text}]},
-                        "finishReason": "STOP",
-                    }
-                ]
-            }
-        data = json.dumps(payload if status == 200 else {"error": {"message": "boom"}}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+def _chat(provider: str, text: str) -> dict:
+    """A model reply in the provider's wire format."""
+    if provider == "openai":
+        return {"choices": [{"message": {"role": "assistant", "content": text}}]}
+    return {
+        "candidates": [
+            {"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}
+        ]
+    }
 
 
-@pytest.fixture
-def server(monkeypatch):
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Server)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    _Server.replies, _Server.seen, _Server.kind = [], [], "openai"
+def _replying(provider: str, replies: list[tuple[int, str]]):
+    """A server answering with `replies` in order, then with an empty JSON object."""
+
+    def respond(path, body):
+        status, text = replies.pop(0) if replies else (200, "{}")
+        return status, _chat(provider, text) if status == 200 else {"error": {"message": "x"}}
+
+    return serve(respond)
+
+
+@pytest.fixture(autouse=True)
+def llm_key(monkeypatch):
     monkeypatch.setenv("TEST_LLM_KEY", "sk-test")
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
 
 
 def _config(url, provider="openai", **kw):
@@ -114,15 +96,14 @@ def _context():
 
 
 @pytest.mark.parametrize("provider", ["openai", "gemini"])
-def test_researcher_proposes_a_policy_clean_candidate(server, provider):
-    _Server.kind = provider
-    _Server.replies = [(200, PROPOSAL)]
-    researcher = LLMResearcher(make_client(_config(server, provider)))
-    proposal = researcher.propose(_context())
+def test_researcher_proposes_a_policy_clean_candidate(provider):
+    with _replying(provider, [(200, PROPOSAL)]) as server:
+        researcher = LLMResearcher(make_client(_config(server.url, provider)))
+        proposal = researcher.propose(_context())
     assert proposal.name == "gated-delta-conv"
     assert check_source(proposal.code) == []
     assert [o["origin"] for o in proposal.idea_origins] == ["cognition"]  # "magic" dropped
-    path, body, headers = _Server.seen[0]
+    path, body, headers = server.requests[0]
     text = json.dumps(body)
     assert "recall drops with more pairs" in text and "class Mixer(nnx.Module)" in text
     if provider == "openai":
@@ -134,30 +115,31 @@ def test_researcher_proposes_a_policy_clean_candidate(server, provider):
     assert researcher.name.startswith("llm-researcher:")
 
 
-def test_transient_errors_are_retried_and_others_are_not(server):
-    _Server.replies = [(500, ""), (429, ""), (200, f"```python\n{GOOD}```")]
-    researcher = LLMResearcher(make_client(_config(server)))
-    assert researcher.revise("old code", "stage finite failed") == GOOD
-    assert len(_Server.seen) == 3
-    _Server.replies = [(400, "")]
-    with pytest.raises(LLMError, match="chat request to .* failed"):
-        make_client(_config(server)).complete("s", "p")
-    assert len(_Server.seen) == 4
+def test_transient_errors_are_retried_and_others_are_not():
+    replies = [(500, ""), (429, ""), (200, f"```python\n{GOOD}```"), (400, "")]
+    with _replying("openai", replies) as server:
+        researcher = LLMResearcher(make_client(_config(server.url)))
+        assert researcher.revise("old code", "stage finite failed") == GOOD
+        assert len(server.requests) == 3
+        with pytest.raises(LLMError, match=r"chat request to .* failed"):
+            make_client(_config(server.url)).complete("s", "p")
+        assert len(server.requests) == 4  # a 400 is not retried
 
 
-def test_unusable_replies_fail_clearly(server):
-    _Server.replies = [
+def test_unusable_replies_fail_clearly():
+    replies = [
         (200, "I would rather not."),
         (200, "no code here"),
         (200, '{"score": 42, "rationale": "wow"}'),
     ]
-    client = make_client(_config(server))
-    with pytest.raises(LLMError, match="JSON does not parse|no ```python"):
-        LLMResearcher(client).propose(_context())
-    assert LLMResearcher(client).revise("x", "error") is None  # gives up, no crash
-    with pytest.raises(LLMError, match=r"score must be a number in \[1, 10\]"):
-        LLMJudge(client).judge(_record(), nearest_similarity=0.2, population=[])
-    with pytest.raises(LLMError, match="no ```python code block"):
+    with _replying("openai", replies) as server:
+        client = make_client(_config(server.url))
+        with pytest.raises(LLMError, match=r"JSON does not parse|no ```python"):
+            LLMResearcher(client).propose(_context())
+        assert LLMResearcher(client).revise("x", "error") is None  # gives up, no crash
+        with pytest.raises(LLMError, match=r"score must be a number in \[1, 10\]"):
+            LLMJudge(client).judge(_record(), nearest_similarity=0.2, population=[])
+    with pytest.raises(LLMError, match=r"no ```python code block"):
         extract_code("just prose")
 
 
@@ -167,7 +149,14 @@ def test_missing_key_is_named(monkeypatch):
         make_client(LLMConfig(provider="openai", api_key_env="TEST_LLM_KEY"))
 
 
-def test_controller_records_bad_llm_replies_as_rejections(server, tmp_path):
+def test_controller_records_bad_llm_replies_as_rejections(tmp_path):
+    replies = [(200, '{"score": 5, "rationale": "a baseline"}')]  # judges deltanet
+    replies += [(200, "no usable reply")] * 3
+    with _replying("openai", replies) as server:
+        _run_controller_with_bad_replies(server.url, tmp_path)
+
+
+def _run_controller_with_bad_replies(url: str, tmp_path) -> None:
     config = from_config_dict(
         {
             "agents": "llm",
@@ -176,13 +165,12 @@ def test_controller_records_bad_llm_replies_as_rejections(server, tmp_path):
             "llm": {
                 "provider": "openai",
                 "model": "m",
-                "base_url": server,
+                "base_url": url,
                 "api_key_env": "TEST_LLM_KEY",
                 "retry_seconds": 0.01,
             },
         }
     )
-    _Server.replies = [(200, '{"score": 5, "rationale": "a baseline"}')]  # judges deltanet
     controller = Controller(config, tmp_path, log=lambda line: None)
     controller.seed_baselines()
     (baseline,) = controller.db.candidates()
@@ -201,7 +189,6 @@ def test_controller_records_bad_llm_replies_as_rejections(server, tmp_path):
         attempts=[],
     )
     controller.score("explore")
-    _Server.replies = [(200, "no usable reply")] * 3
     assert controller.propose() is None
     reasons = [r["reason"] for r in controller.db.query("SELECT reason FROM rejections")]
     assert len(reasons) == 3 and all(r.startswith("researcher error") for r in reasons)
