@@ -11,6 +11,7 @@ interrupted ones are re-run.
 from __future__ import annotations
 
 import json
+import os
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -47,6 +48,9 @@ def main(argv: list[str]) -> None:
         board = evolve(config, _WORKDIR.value, log=lambda line: print(line, flush=True))
     except (ValueError, TypeError, EvolutionError) as e:
         raise app.UsageError(str(e)) from e
+    except KeyboardInterrupt:
+        print(f"interrupted; run the same command again to resume {_WORKDIR.value}", flush=True)
+        os._exit(130)  # sandboxed workers notice their parent is gone and exit
     print(_summary(board))
     print(json.dumps({"wall_seconds": round(board["wall_seconds"], 1)}))
 

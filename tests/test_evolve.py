@@ -171,3 +171,14 @@ def test_malformed_evolution_config_is_named():
         from_config_dict({"budget": {"candidatez": 3}})
     with pytest.raises(ValueError, match="reference_baseline 'deltanet' must be one of"):
         from_config_dict({"baselines": ["linear_attention"]})
+
+
+def test_a_harness_error_fails_one_candidate_not_the_run(tmp_path, monkeypatch):
+    controller = Controller(from_config_dict({"baselines": ["deltanet"]}), tmp_path)
+
+    def broken(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(controller, "_evaluate", broken)
+    result = controller.evaluate({"code": "x", "name": "c", "id": 1}, "explore")
+    assert not result.ok and result.stage == "engineer" and "disk full" in result.reason

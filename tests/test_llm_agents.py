@@ -173,6 +173,7 @@ def _run_controller_with_bad_replies(url: str, tmp_path) -> None:
     )
     controller = Controller(config, tmp_path, log=lambda line: None)
     controller.seed_baselines()
+    controller.catch_up()  # judges the baseline
     (baseline,) = controller.db.candidates()
     controller.db.finish_evaluation(
         baseline["id"],

@@ -21,6 +21,7 @@ import math
 import os
 import shutil
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -170,7 +171,6 @@ class Controller:
         names = [self.config.reference_baseline] + [
             b for b in self.config.baselines if b != self.config.reference_baseline
         ]
-        added = []
         for name in names:
             if self.db.candidate_by_name(name) is not None:
                 continue
@@ -187,19 +187,20 @@ class Controller:
                 )  # fmt: skip
                 self.db.start_evaluation(cid, "explore")
             self.novelty.add(motivation)
-            added.append(cid)
-        baselines = [c for c in self.db.candidates() if c["kind"] == "baseline"]
-        for cid in added:
-            own = self.db.candidate(cid)["motivation"]
-            others = NoveltyIndex(
-                self.embedder, self.db, [c["motivation"] for c in baselines if c["id"] != cid]
-            )
-            self._judge(cid, others.nearest(own)[1])
 
-    def _judge(self, candidate_id: int, similarity: float) -> None:
-        record = Record.from_row({**self.db.candidate(candidate_id), "status": "pending"})
-        population = [Record.from_row({**c, "status": "n/a"}) for c in self.db.candidates()
-                      if c["id"] != candidate_id]  # fmt: skip
+    def _judge(self, candidate_id: int) -> None:
+        """Scores a candidate against what came before it (a baseline: the other baselines)
+        and stores the judgement."""
+        own = self.db.candidate(candidate_id)
+        if own["kind"] == "baseline":
+            earlier = [c for c in self.db.candidates()
+                       if c["kind"] == "baseline" and c["id"] != candidate_id]  # fmt: skip
+        else:
+            earlier = [c for c in self.db.candidates() if c["id"] < candidate_id]
+        index = NoveltyIndex(self.embedder, self.db, [c["motivation"] for c in earlier])
+        similarity = index.nearest(own["motivation"])[1]
+        record = Record.from_row({**own, "status": "pending"})
+        population = [Record.from_row({**c, "status": "n/a"}) for c in earlier]
         judge = self.judge
         try:
             score, rationale = judge.judge(record, nearest_similarity=similarity,
@@ -210,6 +211,18 @@ class Controller:
             score, rationale = judge.judge(record, nearest_similarity=similarity,
                                            population=population)  # fmt: skip
         self.db.set_judgement(candidate_id, judge.name, score, rationale)
+
+    def catch_up(self) -> None:
+        """Finishes what a kill may have cut short between two commits: judgements, scores
+        and analyses of candidates whose earlier steps are stored."""
+        for c in self.db.candidates():
+            if self.db.judgement(c["id"]) is None:
+                self._judge(c["id"])
+        for stage in STAGES:
+            self.score(stage)
+        for r in self.records("explore"):
+            if r.status != "pending" and self.db.analysis(r.id, "explore") is None:
+                self._analyse(r.id)
 
     # -- proposing --------------------------------------------------------------------------
     def propose(self) -> dict | None:
@@ -275,7 +288,7 @@ class Controller:
                 self.db.start_evaluation(cid, "explore")
             self.db.add_timing(cid, "propose", time.monotonic() - started)
             self.novelty.add(proposal.motivation)
-            self._judge(cid, similarity)
+            self._judge(cid)
             return self.db.candidate(cid)
         self._researcher_exhausted = True
         self.log(f"[explore] {self.config.max_proposal_tries} proposals in a row were not "
@@ -290,7 +303,16 @@ class Controller:
         return self.workdir / "candidates" / f"{candidate['id']:04d}-{candidate['name']}" / stage
 
     def evaluate(self, candidate: dict, stage: str, slot: int = 0) -> Result:
-        """Checks and trains one candidate in the sandbox; `slot` is the worker's index."""
+        """Checks and trains one candidate in the sandbox; `slot` is the worker's index. An
+        error of the harness itself (not of the candidate) becomes a failed result too, so one
+        bad evaluation cannot stop a long run."""
+        try:
+            return self._evaluate(candidate, stage, slot)
+        except Exception as e:
+            reason = "".join(traceback.format_exception(e))[-2000:]
+            return Result(False, "engineer", reason, None, None, (), candidate["code"])
+
+    def _evaluate(self, candidate: dict, stage: str, slot: int) -> Result:
         folder = self._folder(candidate, stage)
         if folder.exists():  # an interrupted earlier try: start it again from nothing
             shutil.rmtree(folder)
@@ -383,9 +405,10 @@ class Controller:
         if queue:
             self.log(f"[{stage}] {len(queue)} evaluation(s) to run: "
                      + ", ".join(c["name"] for c in queue))  # fmt: skip
-        with cf.ThreadPoolExecutor(self.config.workers) as pool:
-            running: dict[cf.Future, tuple[dict, int]] = {}
-            free_slots = list(range(self.config.workers))
+        pool = cf.ThreadPoolExecutor(self.config.workers)
+        running: dict[cf.Future, tuple[dict, int]] = {}
+        free_slots = list(range(self.config.workers))
+        try:
             while True:
                 while free_slots:
                     candidate = queue.popleft() if queue else (
@@ -405,6 +428,10 @@ class Controller:
                     self.record(candidate, stage, future.result())
                     self.write_leaderboard()
                     self.log(self.progress(stage, candidate["id"]))
+        finally:
+            # On an error or Ctrl-C, do not wait for evaluations in flight: they stay pending
+            # in the database and a resumed run redoes them.
+            pool.shutdown(wait=not running, cancel_futures=True)
         if proposing and (reason := self.budget_left()):
             self.log(f"[{stage}] done: {reason}")
 
@@ -425,6 +452,7 @@ class Controller:
     def run(self) -> dict[str, Any]:
         """The whole run (or what is left of it); returns the leaderboard."""
         self.seed_baselines()
+        self.catch_up()
         self.run_stage("explore", proposing=True)
         if self.config.verify.promote > 0:
             self.promote()
