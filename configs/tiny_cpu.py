@@ -19,7 +19,7 @@ def get_config(variant: str = "mqar") -> config_dict.ConfigDict:
     c.seed = 0
     c.mixer = "deltanet"
     vocab = 256
-    c.model = dict(vocab_size=vocab, d_model=128, num_layers=4, num_heads=4)
+    c.model = dict(vocab_size=vocab, d_model=128, num_layers=4, num_heads=4, max_positions=0)
     c.data = dict(kind=variant, batch_size=32, seq_len=64, seed=0, eval_examples=256)
     if variant == "mqar":
         c.data.mqar = dict(vocab_size=vocab, seq_len=64, num_kv_pairs=4)

@@ -16,7 +16,12 @@ from asi_jax.train.config import from_config_dict
 ALL_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
 EVOLUTION_CONFIGS = [p for p in ALL_CONFIGS if p.stem == "quickstart"]
 CONFIGS = [p for p in ALL_CONFIGS if p not in EVOLUTION_CONFIGS]
-VARIANTS = {"tiny_cpu": ["mqar", "bytes"], "explore_20m": ["bytes", "mqar"], "verify_340m": [None]}
+VARIANTS = {
+    "tiny_cpu": ["mqar", "bytes"],
+    "explore_20m": ["bytes", "mqar"],
+    "verify_340m": [None],
+    "mqar_zoology": [None],
+}
 
 
 def _get_config(path: Path, variant):

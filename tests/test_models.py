@@ -50,6 +50,18 @@ def test_lm_logits_and_param_counts():
     assert count_params(untied)["non_embedding"] == counts["non_embedding"]
 
 
+def test_learned_positions_make_the_lm_position_aware():
+    config = ModelConfig(vocab_size=64, d_model=32, num_layers=1, num_heads=1, max_positions=8)
+    model = build_model(config, get_mixer("linear_attention"), seed=0)
+    logits = model(jnp.zeros((1, 8), jnp.int32))  # same token everywhere
+    assert not np.allclose(logits[0, 0], logits[0, 1])
+    plain = build_model(CONFIG, get_mixer("linear_attention"), seed=0)
+    assert count_params(model)["total"] - count_params(model)["non_embedding"] == (64 + 8) * 32
+    assert count_params(plain)["total"] - count_params(plain)["non_embedding"] == 64 * 32
+    with pytest.raises(ValueError, match=r"longer than model.max_positions \(8\)"):
+        model(jnp.zeros((1, 9), jnp.int32))
+
+
 def test_same_seed_same_model():
     a = build_model(CONFIG, get_mixer("gla"), seed=3)
     b = build_model(CONFIG, get_mixer("gla"), seed=3)

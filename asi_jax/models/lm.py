@@ -28,6 +28,10 @@ class ModelConfig:
     num_heads: int
     mlp_hidden: int = 0  # 0: the SwiGLU default, 8/3 d_model rounded up to a multiple of 8
     tie_embeddings: bool = True
+    # Learned absolute position embeddings for up to this many tokens; 0: none (the mixers
+    # carry their own position information, e.g. rotary or recurrence). Zoology's MQAR
+    # attention baseline uses them.
+    max_positions: int = 0
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "num_layers", "num_heads"):
@@ -78,6 +82,18 @@ class CausalLM(nnx.Module):
             ),
             rngs=rngs,
         )
+        self.positions = (
+            nnx.Embed(
+                config.max_positions,
+                config.d_model,
+                embedding_init=nnx.with_partitioning(
+                    nnx.initializers.normal(stddev=config.d_model**-0.5), (None, "embed")
+                ),
+                rngs=rngs,
+            )
+            if config.max_positions
+            else None
+        )
         self.blocks = nnx.List([Block(config, mixer, rngs=rngs) for _ in range(config.num_layers)])
         self.final_norm = RMSNorm(config.d_model, rngs=rngs)
         self.head = (
@@ -89,6 +105,14 @@ class CausalLM(nnx.Module):
     def __call__(self, tokens: Array) -> Array:
         """tokens: [B, T] int -> logits [B, T, vocab] float32."""
         x = self.embed(tokens)
+        if self.positions is not None:
+            length = tokens.shape[1]
+            if length > self.config.max_positions:
+                raise ValueError(
+                    f"sequence of {length} tokens is longer than model.max_positions "
+                    f"({self.config.max_positions})"
+                )
+            x = x + self.positions(jnp.arange(length))[None]
         for block in self.blocks:
             x = block(x)
         x = self.final_norm(x)
@@ -97,10 +121,12 @@ class CausalLM(nnx.Module):
 
 
 def count_params(model: CausalLM) -> dict[str, int]:
-    """Total trainable parameters, and the same without the embedding table and LM head."""
+    """Total trainable parameters, and the same without the embedding tables and LM head."""
     params = nnx.state(model, nnx.Param)
     total = sum(x.size for x in jax.tree.leaves(params))
     embedding = model.embed.embedding.size
+    if model.positions is not None:
+        embedding += model.positions.embedding.size
     if model.head is not None:
         embedding += sum(x.size for x in jax.tree.leaves(nnx.state(model.head, nnx.Param)))
     return {"total": int(total), "non_embedding": int(total - embedding)}
