@@ -153,6 +153,9 @@ def test_kill_9_during_training_then_resume(tmp_path):
     assert len(verify) == 2 and "deltanet" in {r["name"] for r in verify}
     assert all(r["status"] != "pending" for r in verify)
     assert board["agents"]["researcher"].startswith("offline")
+    assert board["config"]["seed"] == 0
+    assert len(board["environments"]) == 2  # the first start and the resumption
+    assert all("git_revision" in e and "packages" in e for e in board["environments"])
 
 
 def test_resuming_with_another_config_is_refused(tmp_path):

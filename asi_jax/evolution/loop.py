@@ -99,13 +99,15 @@ class Controller:
         stored = self.db.get_meta("config")
         if stored is None:
             self.db.set_meta("config", current)
-            self.db.set_meta("environment", environment_record())
             self.db.set_meta("wall_seconds", 0.0)
         elif mismatch := _stored_config_mismatch(stored, current):
             raise EvolutionError(
                 f"{self.workdir} holds a run with a different configuration (keys {mismatch}); "
                 "resume with the same config, or use a new workdir"
             )
+        # Software, hardware and git revision of every start (a resumed run may differ).
+        self.db.set_meta("environments", [*(self.db.get_meta("environments") or []),
+                                          environment_record()])  # fmt: skip
         self.embedder = make_embedder(config.cognition.embedder)
         self.cognition = CognitionStore(
             _load_entries(config), self.embedder, self.workdir / "cognition_index",
@@ -494,6 +496,8 @@ class Controller:
             "agents": {"researcher": self.researcher.name, "analyser": self.analyser.name,
                        "judge": self.judge.name},
             "wall_seconds": self.elapsed(), "compute_seconds": self._compute_seconds(),
+            "config": self.db.get_meta("config"),
+            "environments": self.db.get_meta("environments"),
         }  # fmt: skip
         for stage in STAGES:
             rows = self._rows(stage)
