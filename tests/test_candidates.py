@@ -139,10 +139,14 @@ def test_revise_fixes_a_failing_candidate_from_its_error(tmp_path):
     assert result.attempts[0].code_hash != result.attempts[1].code_hash
 
 
-def test_revise_stops_after_max_attempts(tmp_path):
+def test_revise_stops_after_max_attempts_or_when_the_reviser_gives_up(tmp_path):
     broken = (CORPUS / "import_os.py").read_text()
-    result = revise(broken, lambda s, e: s, EngineerConfig(check=CHECK, max_attempts=2), tmp_path)
+    config = EngineerConfig(check=CHECK, max_attempts=2)
+    result = revise(broken, lambda s, e: s + "\n# tried again\n", config, tmp_path / "a")
     assert not result.ok and len(result.attempts) == 2 and result.stage == "policy"
+    for gives_up in (lambda s, e: None, lambda s, e: s):  # no repair, or the same source
+        result = revise(broken, gives_up, config, tmp_path / "b")
+        assert not result.ok and len(result.attempts) == 1
 
 
 def test_check_candidate_script_exit_codes(tmp_path):
