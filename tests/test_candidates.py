@@ -63,6 +63,7 @@ def test_good_candidate_passes_and_trains(tmp_path):
     assert result.train["status"] == "completed" and result.train["steps"] == 40
     assert result.train["eval"]["heldout"]["loss"] < 5.0
     assert (tmp_path / "attempt1" / "train" / "metrics.jsonl").exists()
+    assert '"heldout"' in (tmp_path / "attempt1.log").read_text()  # the worker's log, kept
 
 
 def test_policy_accepts_the_good_candidate_and_names_lines():

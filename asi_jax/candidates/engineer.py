@@ -102,6 +102,8 @@ def _attempt(number: int, source: str, config: EngineerConfig, workdir: Path,
         "baseline": baseline,
     }
     outcome = run_worker(request, folder, config.limits, visible_devices=config.visible_devices)
+    # Next to the sandbox's folder, not in it: the candidate controls what is inside.
+    (workdir / f"attempt{number}.log").write_text(outcome.output_tail)
     seconds = time.monotonic() - start
     if not outcome.ok:
         reason = f"{outcome.error}\n{outcome.output_tail[-1500:]}".strip()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 RESULT_MARKER = "ASI_JAX_WORKER_RESULT "
+_TAIL = 64 << 10  # characters of the worker's output kept (its log; a reviser sees less)
 # Variables the worker may inherit: they select JAX's platform, nothing secret.
 _PASSTHROUGH = ("JAX_PLATFORMS", "XLA_FLAGS", "CUDA_VISIBLE_DEVICES", "TPU_VISIBLE_CHIPS")
 
@@ -45,7 +46,7 @@ class SandboxResult:
     response: dict[str, Any] | None
     error: str | None  # why there is no response (timeout, crash, ...)
     seconds: float
-    output_tail: str  # the end of the worker's stdout and stderr, for debugging
+    output_tail: str  # the end of the worker's stdout and stderr: its log
 
 
 def scrubbed_environment(workdir: Path, visible_devices: str | None = None) -> dict[str, str]:
@@ -110,10 +111,10 @@ def run_worker(request: dict[str, Any], workdir: str | Path, limits: Limits, *,
         output, _ = process.communicate()
         return SandboxResult(
             False, None, f"timed out after {limits.wall_seconds:g} s of wall time",
-            time.monotonic() - start, (output or "")[-4000:],
+            time.monotonic() - start, (output or "")[-_TAIL:],
         )  # fmt: skip
     seconds = time.monotonic() - start
-    tail = output[-4000:]
+    tail = output[-_TAIL:]
     lines = [ln for ln in output.splitlines() if ln.startswith(RESULT_MARKER)]
     if process.returncode != 0 or not lines:
         error = _describe_exit(process.returncode) if process.returncode else "no response"
