@@ -68,6 +68,11 @@ def stage_figures(train: dict[str, Any] | None) -> tuple[float | None, float | N
     return evals["heldout"]["loss"], benchmark
 
 
+def _last_line(text: str | None) -> str | None:
+    lines = (text or "").strip().splitlines()
+    return lines[-1][:300] if lines else None
+
+
 def _load_entries(config: EvolutionConfig):
     entries = load_jsonl()
     for path in config.cognition.extra_entries:
@@ -483,7 +488,7 @@ class Controller:
                 "params": r["params"], "compute_seconds": r["compute_seconds"],
                 "judge": judgement and {"score": judgement["score"], "by": judgement["judge"]},
                 "failure_stage": r["failure_stage"],
-                "failure_reason": (r["failure_reason"] or "").strip().splitlines()[-1:] or None,
+                "failure_reason": _last_line(r["failure_reason"]),
                 "researcher": r["researcher"], "idea_origins": r["idea_origins"],
             })  # fmt: skip
         order = {"evaluated": 0, "failed": 1, "pending": 2}
@@ -529,12 +534,16 @@ class Controller:
         best = next((x for x in ranked if x.status == "evaluated"), None)
         failures = collections.Counter(x.failure_stage for x in rows.values()
                                        if x.status == "failed")  # fmt: skip
-        outcome = (f"fitness {r.fitness:.3f} (loss {r.loss:.4f}, recall {r.benchmark:.3f})"
-                   if r.status == "evaluated" and r.fitness is not None
-                   else f"{r.status} {r.failure_stage or ''}".strip())  # fmt: skip
+        if r.status == "evaluated":
+            figures = f"loss {r.loss:.4f}, recall {r.benchmark:.3f}"
+            outcome = (f"fitness {r.fitness:.3f} ({figures})" if r.fitness is not None else
+                       f"evaluated ({figures}; scored when {self.config.reference_baseline} "
+                       "finishes)")  # fmt: skip
+        else:
+            outcome = f"{r.status} at {r.failure_stage}: {_last_line(r.failure_reason)}"
         done = sum(x.status != "pending" for x in rows.values())
-        return (f"[{stage}] round {self._proposed()} | {r.name}: {outcome} | best "
-                f"{best.name if best else '-'} {best.fitness if best else float('nan'):.3f} | "
+        leader = f"{best.name} {best.fitness:.3f}" if best else "none scored yet"
+        return (f"[{stage}] round {self._proposed()} | {r.name}: {outcome} | best {leader} | "
                 f"failures {dict(failures) or 0} | {done} done | "
                 f"{self.elapsed() / 60:.1f} min")  # fmt: skip
 
