@@ -116,7 +116,10 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
                             cwd=ROOT)  # fmt: skip
     assert "resumed from step" in second.stdout
     assert losses(resumed) == losses(reference)
-    assert (
-        json.loads((resumed / "result.json").read_text())["eval"]
-        == json.loads((reference / "result.json").read_text())["eval"]
-    )
+
+    def figures(run: Path) -> dict:  # what the model computes; throughput is the machine's
+        evals = json.loads((run / "result.json").read_text())["eval"]
+        return {name: {k: v for k, v in values.items() if k != "tokens_per_second"}
+                for name, values in evals.items()}  # fmt: skip
+
+    assert figures(resumed) == figures(reference)

@@ -12,9 +12,9 @@ and the data stream, whose position is in the checkpoint.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from asi_jax.data.pipeline import eval_batches, train_iterator
+from asi_jax.data.pipeline import train_iterator
+from asi_jax.evals import heldout
 from asi_jax.models.lm import CausalLM, MixerFactory, count_params
 from asi_jax.models.mixers import resolve_mixer
 from asi_jax.provenance import environment_record
@@ -151,30 +152,30 @@ class Trainer:
         with jax.set_mesh(self.mesh):
             return self._train_step(state, sharding.global_batch(local_batch, self.mesh))
 
-    def evaluate(self, state: dict, batches) -> dict[str, float]:
-        """Masked loss and accuracy over fixed batches (every host passes the same ones)."""
-        totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+    def eval_sums(self, state: dict, local_batch) -> dict[str, jax.Array]:
+        """Summed masked loss, correct predictions and count of one batch (the same batch on
+        every host)."""
         with jax.set_mesh(self.mesh):
-            for local in batches:
-                sums = self._eval_step(state["params"], self.rest, local)
-                for k in totals:
-                    totals[k] += float(sums[k])
-        count = max(totals["count"], 1.0)
-        loss = totals["loss"] / count
-        return {
-            "loss": loss,
-            "accuracy": totals["correct"] / count,
-            "bits_per_token": loss / math.log(2),
-        }
+            return self._eval_step(state["params"], self.rest, local_batch)
 
 
-def _eval_sets(config: ExperimentConfig) -> dict[str, list]:
-    data = config.data
-    sets = {"heldout": eval_batches(data)}
-    if data.kind == "mqar":
-        for pairs in data.eval_kv_pairs:
-            sets[f"mqar_kv{pairs}"] = eval_batches(data, kv_pairs=pairs)
-    return sets
+def checkpoint_manager(workdir: Path, keep: int = 2) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        (Path(workdir) / "checkpoints").resolve(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+    )
+
+
+def restore(manager: ocp.CheckpointManager, step: int, state: dict, iterator=None) -> dict:
+    """The train state saved at `step`, laid out like `state` (whose shardings may differ from
+    the saving run's); also rewinds `iterator`, the grain iterator, to its saved position."""
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+    )
+    items = {"state": ocp.args.StandardRestore(abstract)}
+    if iterator is not None:
+        items["data"] = grain.checkpoint.CheckpointRestore(iterator)
+    return manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
 
 def train(
@@ -201,23 +202,13 @@ def train(
     trainer = Trainer(config, mesh, mixer)
     state = trainer.init_state()
     iterator = train_iterator(config.data)
-    eval_sets = _eval_sets(config)
+    eval_sets = heldout.eval_sets(config.data)
     tc = config.train
-    manager = ocp.CheckpointManager(
-        (workdir / "checkpoints").resolve(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=tc.keep_checkpoints, create=True),
-    )
+    manager = checkpoint_manager(workdir, tc.keep_checkpoints)
     start_step = 0
     if manager.latest_step() is not None:
         start_step = manager.latest_step()
-        abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
-        )
-        restored = manager.restore(start_step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract),
-            data=grain.checkpoint.CheckpointRestore(iterator),
-        ))  # fmt: skip
-        state = restored["state"]
+        state = restore(manager, start_step, state, iterator)
         log(f"resumed from step {start_step}")
     writer = MetricsWriter(workdir, resume_step=start_step)
 
@@ -228,7 +219,7 @@ def train(
         ))  # fmt: skip
 
     def evaluate(step: int, label: str) -> dict:
-        results = {name: trainer.evaluate(state, batches) for name, batches in eval_sets.items()}
+        results = heldout.evaluate(partial(trainer.eval_sums, state), eval_sets, config.data)
         for name, values in results.items():
             writer.write(step, values, prefix=f"eval/{name}")
         log(f"{label}: {json.dumps(results)}")
