@@ -6,14 +6,15 @@ Exploration trains each candidate (and the baselines linear attention, DeltaNet 
 DeltaNet) as a 2-layer, d_model 64 language model on MQAR (vocabulary 64, 32 tokens, 4
 key-value pairs) for 200 steps; fitness is ASI-Arch's composite against the DeltaNet run:
 held-out loss and mean recall at 4 and 8 pairs. The two fittest candidates and the baselines
-are then verified with a second seed and twice the steps. The agents are the offline ones
+are then verified with a second seed and twice the steps; their final checkpoints are kept,
+for scripts/evaluate.py. The agents are the offline ones
 (grammar researcher, statistics analyser, novelty judge), so no network or API key is needed.
 """
 
 from ml_collections import config_dict
 
 
-def _experiment(seed: int, steps: int) -> dict:
+def _experiment(seed: int, steps: int, checkpoint_every: int = 0) -> dict:
     vocab, seq_len = 64, 32
     return dict(
         seed=seed,
@@ -28,7 +29,7 @@ def _experiment(seed: int, steps: int) -> dict:
             eval_kv_pairs=(4, 8),
         ),
         optim=dict(learning_rate=1e-2, warmup_steps=20),
-        train=dict(steps=steps, log_every=50, checkpoint_every=0),
+        train=dict(steps=steps, log_every=50, checkpoint_every=checkpoint_every),
     )
 
 
@@ -44,7 +45,7 @@ def get_config() -> config_dict.ConfigDict:
     c.baselines = ("linear_attention", "deltanet", "gated_deltanet")
     c.reference_baseline = "deltanet"
     c.explore = _experiment(seed=0, steps=200)
-    c.verify = dict(promote=2, experiment=_experiment(seed=1, steps=400))
+    c.verify = dict(promote=2, experiment=_experiment(seed=1, steps=400, checkpoint_every=400))
     c.budget = dict(candidates=24, wall_seconds=0.0, compute_seconds=0.0)
     c.cognition = dict(embedder="hashing", extra_entries=(), top_k=4)
     c.novelty_threshold = 0.97

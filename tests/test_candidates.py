@@ -15,7 +15,12 @@ from train_testing import tiny
 
 from asi_jax.candidates import policy
 from asi_jax.candidates.checker import CheckConfig
-from asi_jax.candidates.engineer import EngineerConfig, revise, run_candidate
+from asi_jax.candidates.engineer import (
+    EngineerConfig,
+    evaluate_candidate_run,
+    revise,
+    run_candidate,
+)
 from asi_jax.candidates.sandbox import Limits, run_worker, scrubbed_environment
 from asi_jax.train.config import MonitorConfig
 
@@ -54,8 +59,9 @@ def test_bad_candidate_is_rejected_for_the_right_reason(path, tmp_path):
     assert saved["stage"] == result.stage and len(saved["attempts"]) == 1
 
 
-def test_good_candidate_passes_and_trains(tmp_path):
-    config = EngineerConfig(check=CHECK, train=TRAIN)
+def test_good_candidate_passes_trains_and_is_reevaluated_in_the_sandbox(tmp_path):
+    train = dataclasses.replace(TRAIN, train=dataclasses.replace(TRAIN.train, checkpoint_every=40))
+    config = EngineerConfig(check=CHECK, train=train)
     result = run_candidate(GOOD.read_text(), config, tmp_path)
     assert result.ok, (result.stage, result.reason)
     figures = result.check["figures"]
@@ -64,6 +70,17 @@ def test_good_candidate_passes_and_trains(tmp_path):
     assert result.train["eval"]["heldout"]["loss"] < 5.0
     assert (tmp_path / "attempt1" / "train" / "metrics.jsonl").exists()
     assert '"heldout"' in (tmp_path / "attempt1.log").read_text()  # the worker's log, kept
+    run = json.loads((tmp_path / "attempt1" / "train" / "run.json").read_text())
+    assert run["config"]["mixer"] == "candidate.py"  # what was trained, not the config's default
+
+    again = evaluate_candidate_run(tmp_path / "attempt1", eval_examples=16)
+    assert again["step"] == 40
+    assert again["eval"]["heldout"]["loss"] == pytest.approx(
+        result.train["eval"]["heldout"]["loss"], rel=1e-5
+    )
+    (tmp_path / "attempt1" / "candidate.py").write_text("import os\n")  # rewritten since
+    with pytest.raises(RuntimeError, match="no longer passes the policy"):
+        evaluate_candidate_run(tmp_path / "attempt1")
 
 
 def test_policy_accepts_the_good_candidate_and_names_lines():
@@ -103,6 +120,9 @@ _ESCAPES = {
     "read_outside": "open('/etc/hostname').read()",
     "write_outside": "open('/tmp/asi_jax_escape.txt', 'w').write('x')",
     "socket": "__import__('socket').create_connection(('127.0.0.1', 9))",
+    # a local socket may exist (asyncio needs a pair) but reach no named one
+    "unix_socket": "(s := __import__('socket')).socket(s.AF_UNIX).connect('/run/x.sock')",
+    "udp": "(s := __import__('socket')).socket(s.AF_INET, s.SOCK_DGRAM).sendto(b'', ('::1', 9))",
     "process": "__import__('subprocess').run(['true'])",
     "system": "__import__('os').system('true')",
 }

@@ -30,7 +30,8 @@ def get_config():
              optim=dict(learning_rate=1e-2, warmup_steps=2),
              train=dict(steps=STEPS, log_every=20, checkpoint_every=0))
     c.explore = e
-    c.verify = dict(promote=1, experiment=e)
+    # verification keeps its final checkpoints: orbax saving must work inside the sandbox
+    c.verify = dict(promote=1, experiment={**e, "train": {**e["train"], "checkpoint_every": STEPS}})
     c.baselines = ("deltanet",)
     c.workers = 1
     c.budget = dict(candidates=2)
@@ -152,6 +153,8 @@ def test_kill_9_during_training_then_resume(tmp_path):
     verify = board["verify"]["ranking"]
     assert len(verify) == 2 and "deltanet" in {r["name"] for r in verify}
     assert all(r["status"] != "pending" for r in verify)
+    kept = list(workdir.glob("candidates/*/verify/attempt*/train/checkpoints/*"))
+    assert len(kept) == 2, kept
     assert board["agents"]["researcher"].startswith("offline")
     assert board["config"]["seed"] == 0
     assert len(board["environments"]) == 2  # the first start and the resumption

@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +151,36 @@ def revise(source: str, reviser: Reviser, config: EngineerConfig, workdir: str |
 def _save(result: Result, workdir: Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "engineer.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+
+
+def evaluate_candidate_run(
+    folder: str | Path,
+    *,
+    step: int | None = None,
+    kv_pairs: Sequence[int] | None = None,
+    eval_examples: int | None = None,
+    limits: Limits | None = None,
+) -> dict[str, Any]:
+    """Re-evaluates the training run of the candidate in `folder` (the sandbox folder holding
+    its candidate.py and train/) in a fresh sandboxed worker; see `asi_jax.evals.checkpoint`.
+
+    The source is checked against the static policy again first: the folder was writable by
+    the candidate. Raises RuntimeError with the worker's reason when the evaluation fails.
+    """
+    folder = Path(folder)
+    source_file = folder / CANDIDATE_FILE
+    if not source_file.is_file():
+        raise FileNotFoundError(f"{str(folder)!r} holds no {CANDIDATE_FILE}")
+    violations = check_source(source_file.read_text())
+    if violations:
+        raise RuntimeError(f"{source_file} no longer passes the policy: {violations[0]}")
+    options = {"step": step, "kv_pairs": None if kv_pairs is None else list(kv_pairs),
+               "eval_examples": eval_examples}  # fmt: skip
+    request = {"task": "evaluate_checkpoint", "evaluate": options}
+    outcome = run_worker(request, folder, limits or Limits())
+    if not outcome.ok:
+        raise RuntimeError(f"evaluation in the sandbox failed: {outcome.error}\n"
+                           f"{outcome.output_tail[-1500:]}")  # fmt: skip
+    if not outcome.response["ok"]:
+        raise RuntimeError(f"evaluation in the sandbox failed:\n{outcome.response['reason']}")
+    return outcome.response["eval"]

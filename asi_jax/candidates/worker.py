@@ -1,7 +1,8 @@
-"""The sandboxed worker process: loads a candidate and checks or trains it.
+"""The sandboxed worker process: loads a candidate and checks, trains or re-evaluates it.
 
 Started only by `sandbox.run_worker`. It reads one JSON request from stdin:
     {"task": "check" | "evaluate" | "environment", "check": {...}, "train": {...}}
+    {"task": "evaluate_checkpoint", "evaluate": {step, kv_pairs, eval_examples}}
 imports everything it needs, then installs an audit hook (PEP 578) that for the rest of the
 process refuses file access outside the Python installation and the working directory,
 sockets, process creation, ctypes and raising its resource limits (set first thing, from
@@ -19,6 +20,7 @@ import os
 INHERITED_ENVIRONMENT = tuple(sorted(os.environ))
 
 import site  # noqa: E402
+import socket  # noqa: E402
 import sys  # noqa: E402
 import sysconfig  # noqa: E402
 import threading  # noqa: E402
@@ -29,6 +31,7 @@ from pathlib import Path  # noqa: E402
 from asi_jax.candidates.sandbox import RESULT_MARKER, Limits, apply_limits  # noqa: E402
 
 CANDIDATE_FILE = "candidate.py"
+TRAIN_FOLDER = "train"  # the training run's workdir, inside the candidate's folder
 
 _BLOCKED_PREFIXES = ("socket.", "subprocess.", "ctypes.", "os.exec", "os.spawn", "os.posix_spawn")
 # Read-only lookups of the machine's own name (TensorBoard names its event files with it).
@@ -61,7 +64,10 @@ def _read_roots() -> tuple[str, ...]:
 
 def install_audit_hook(workdir: Path) -> None:
     """From here on the process may read Python's files and its own folder, write only in its
-    folder, and open no sockets or processes. Audit hooks cannot be removed."""
+    folder, and start no processes. Of sockets it may only create local (AF_UNIX) ones, which
+    asyncio's self-pipe needs (orbax checkpoints through asyncio); binding, connecting, sending
+    to an address and name lookups stay refused, so no socket reaches anything outside the
+    process. Audit hooks cannot be removed."""
     own = str(workdir.resolve())
     readable = (*_read_roots(), own)
 
@@ -77,6 +83,8 @@ def install_audit_hook(workdir: Path) -> None:
 
     def hook(event: str, args: tuple) -> None:
         if event in _ALLOWED_EVENTS:
+            return
+        if event == "socket.__new__" and args[1] == socket.AF_UNIX:
             return
         if event in _BLOCKED_EVENTS or event.startswith(_BLOCKED_PREFIXES):
             raise PermissionError(f"sandbox: {event} is not allowed for candidates")
@@ -123,6 +131,7 @@ def load_candidate(workdir: Path):
 def handle(request: dict, workdir: Path) -> dict:
     """Runs the request's task; every failure becomes a response naming its stage."""
     from asi_jax.candidates import checker
+    from asi_jax.evals.checkpoint import evaluate_run
     from asi_jax.train.config import from_config_dict
     from asi_jax.train.trainer import train
 
@@ -139,12 +148,21 @@ def handle(request: dict, workdir: Path) -> dict:
             mixer = load_candidate(workdir)
     except BaseException as e:
         return {"ok": False, "stage": "load", "reason": _trimmed_traceback(e)}
+    if task == "evaluate_checkpoint":
+        try:
+            result = evaluate_run(workdir / TRAIN_FOLDER, mixer=mixer, **request["evaluate"])
+        except BaseException as e:
+            return {"ok": False, "stage": "evaluate", "reason": _trimmed_traceback(e)}
+        return {"ok": True, "stage": None, "reason": None, "eval": result}
     check_config = checker.CheckConfig(**request["check"])
     report = checker.check_mixer(mixer, check_config, describe=_trimmed_traceback)
     if task == "check" or not report["ok"]:
         return {**report, "check": report}
+    # The run records which mixer it trained: the baseline's name, or the candidate's file.
+    trained = request.get("baseline") or CANDIDATE_FILE
     try:
-        result = train(from_config_dict(request["train"]), workdir / "train", mixer=mixer,
+        config = from_config_dict({**request["train"], "mixer": trained})
+        result = train(config, workdir / TRAIN_FOLDER, mixer=mixer,
                        log=lambda line: print(line, flush=True))  # fmt: skip
     except BaseException as e:
         return {"ok": False, "stage": "train", "reason": _trimmed_traceback(e), "check": report}

@@ -1,0 +1,110 @@
+"""Evaluates a saved checkpoint of a training run, after the fact.
+
+    result = evaluate_run("runs/tiny_deltanet", kv_pairs=(4, 8, 16, 32))
+
+For questions the run itself did not ask: recall at more key-value pairs than it was trained
+with, a larger held-out sample, an earlier checkpoint, or throughput on another machine. The
+run's own run.json gives the config; the model is rebuilt, its parameters restored onto the
+devices here (data-parallel over all of them, whatever mesh trained it), and the result is
+written to `<run>/evals/step<N>.json` with what was asked and this environment.
+
+Only a baseline's name is taken from run.json: a file named there is executed only when the
+caller passes the class (`mixer`), because a run's folder may have been written by an agent's
+candidate. Candidates' runs are re-evaluated inside the sandbox
+(`asi_jax.candidates.engineer.evaluate_candidate_run`), which passes the candidate's class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from asi_jax.evals import heldout
+from asi_jax.models.lm import MixerFactory
+from asi_jax.models.mixers import MIXERS, get_mixer
+from asi_jax.provenance import environment_record
+from asi_jax.train import sharding
+from asi_jax.train.config import from_config_dict, to_dict
+from asi_jax.train.trainer import Trainer, checkpoint_manager, restore
+
+
+def read_run_config(run_dir: str | Path):
+    """The ExperimentConfig a run recorded in its run.json."""
+    record_file = Path(run_dir) / "run.json"
+    if not record_file.is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} is not a training run: it has no run.json")
+    return from_config_dict(json.loads(record_file.read_text())["config"])
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    step: int | None = None,
+    kv_pairs: Sequence[int] | None = None,
+    eval_examples: int | None = None,
+    mixer: MixerFactory | None = None,
+) -> dict[str, Any]:
+    """Evaluates the checkpoint at `step` (default: the latest) of the run in `run_dir`.
+
+    `kv_pairs` replaces the config's MQAR eval pair counts, `eval_examples` its number of
+    held-out examples per set; `mixer` is the mixer class when the config's name cannot be
+    resolved here (the sandbox passes the candidate's). Returns what the JSON file holds.
+    """
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    if mixer is None and config.mixer not in MIXERS:
+        raise ValueError(
+            f"run {str(run_dir)!r} trained the mixer file {config.mixer!r}, which is not "
+            "executed on run.json's word; pass the mixer class (scripts/evaluate.py: --mixer)"
+        )
+    if eval_examples is not None:
+        if eval_examples < 1:
+            raise ValueError(f"eval_examples must be >= 1, got {eval_examples}")
+        config = dataclasses.replace(
+            config, data=dataclasses.replace(config.data, eval_examples=eval_examples)
+        )
+    manager = checkpoint_manager(run_dir)
+    steps = manager.all_steps()
+    if not steps:
+        raise FileNotFoundError(f"run {str(run_dir)!r} has no checkpoint")
+    step = max(steps) if step is None else step
+    if step not in steps:
+        raise ValueError(f"run {str(run_dir)!r} has no checkpoint at step {step}; it has {steps}")
+    sets = heldout.eval_sets(config.data, kv_pairs)  # bad pair counts fail before any restore
+
+    trainer = Trainer(config, sharding.make_mesh(-1, 1), mixer or get_mixer(config.mixer))
+    state = restore(manager, step, trainer.init_state())
+    manager.close()
+    result = {
+        "run": str(run_dir.resolve()),
+        "step": step,
+        "mixer": config.mixer,
+        "params": trainer.param_counts,
+        "eval": heldout.evaluate(partial(trainer.eval_sums, state), sets, config.data),
+        "asked": {
+            "kv_pairs": None if kv_pairs is None else list(kv_pairs),
+            "eval_examples": eval_examples,
+        },
+        "data": to_dict(config.data),
+        "environment": environment_record(),
+    }
+    out = run_dir / "evals" / f"step{step}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """One line per eval set: loss, accuracy, bits per token (byte), tokens per second."""
+    lines = [f"{result['mixer']} at step {result['step']} ({result['params']['total']:,} params)"]
+    for name, values in result["eval"].items():
+        figures = [f"loss {values['loss']:.4f}", f"acc {values['accuracy']:.3f}",
+                   f"bits/token {values['bits_per_token']:.3f}"]  # fmt: skip
+        if "tokens_per_second" in values:
+            figures.append(f"{values['tokens_per_second']:,.0f} tok/s forward")
+        lines.append(f"  {name:<12} " + "  ".join(figures))
+    return "\n".join(lines)
