@@ -143,6 +143,7 @@ def test_kill_9_during_training_then_resume(tmp_path):
             "params",
             "status",
             "failure_reason",
+            "folder",
         } <= set(row)
         if row["status"] == "evaluated":
             assert row["fitness"] == pytest.approx(
@@ -153,8 +154,8 @@ def test_kill_9_during_training_then_resume(tmp_path):
     verify = board["verify"]["ranking"]
     assert len(verify) == 2 and "deltanet" in {r["name"] for r in verify}
     assert all(r["status"] != "pending" for r in verify)
-    kept = list(workdir.glob("candidates/*/verify/attempt*/train/checkpoints/*"))
-    assert len(kept) == 2, kept
+    for row in verify:  # the row's folder holds the verification run and its final checkpoint
+        assert list((workdir / row["folder"]).glob("attempt*/train/checkpoints/*")), row
     assert board["agents"]["researcher"].startswith("offline")
     assert board["config"]["seed"] == 0
     assert len(board["environments"]) == 2  # the first start and the resumption

@@ -1,6 +1,7 @@
-"""Training on 8 simulated CPU devices (mesh data=2 x fsdp=4) matches one device.
+"""Training on 8 simulated CPU devices (mesh data=2 x fsdp=4) matches one device, and its
+checkpoint, restored on one device, evaluates to the same figures.
 
-The device count must be forced before JAX starts, so the comparison runs in a subprocess.
+The device count must be forced before JAX starts, so the training runs in a subprocess.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
+
+from asi_jax.evals.checkpoint import evaluate_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +28,7 @@ from asi_jax.train.sharding import make_mesh
 from asi_jax.train.trainer import train
 
 assert len(jax.devices()) == 8, jax.devices()
-config = tiny("gated_deltanet", steps=20, log_every=2)
+config = tiny("gated_deltanet", steps=20, log_every=2, checkpoint_every=20)
 out = {{}}
 for name, mesh in (("one", make_mesh(devices=jax.devices()[:1])), ("eight", make_mesh(2, 4))):
     workdir = {tmp!r} + "/" + name
@@ -35,7 +39,7 @@ print(json.dumps(out))
 """
 
 
-def test_eight_devices_match_one(tmp_path):
+def test_eight_devices_match_one_and_restore_on_one(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     code = _SCRIPT.format(tests=str(ROOT / "tests"), tmp=str(tmp_path))
     result = subprocess.run(
@@ -50,6 +54,10 @@ def test_eight_devices_match_one(tmp_path):
         [eight["losses"][s] for s in steps], [one["losses"][s] for s in steps], rtol=1e-4
     )
     np.testing.assert_allclose(eight["eval"], one["eval"], rtol=1e-4)
+
+    assert len(jax.devices()) == 1  # this process: the fsdp-sharded checkpoint, resharded
+    restored = evaluate_run(tmp_path / "eight", kv_pairs=[])
+    np.testing.assert_allclose(restored["eval"]["heldout"]["loss"], eight["eval"], rtol=1e-5)
 
 
 def test_parameters_are_sharded_over_fsdp():

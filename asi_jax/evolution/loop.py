@@ -490,6 +490,8 @@ class Controller:
                 "failure_stage": r["failure_stage"],
                 "failure_reason": _last_line(r["failure_reason"]),
                 "researcher": r["researcher"], "idea_origins": r["idea_origins"],
+                # its code, engineer.json and, per attempt, the sandbox folder with train/
+                "folder": str(self._folder(r, stage).relative_to(self.workdir)),
             })  # fmt: skip
         order = {"evaluated": 0, "failed": 1, "pending": 2}
         return sorted(rows, key=lambda x: (order[x["status"]], -(x["fitness"] or 0.0)))
