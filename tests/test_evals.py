@@ -83,6 +83,12 @@ def test_bad_requests_fail_with_a_clear_message(tmp_path):
         evaluate_run(run_dir, kv_pairs=[9])
     with pytest.raises(FileNotFoundError, match=r"has no run\.json"):
         evaluate_run(tmp_path)
+    bare = tmp_path / "no_checkpoints"  # a run with checkpoint_every = 0
+    bare.mkdir()
+    (bare / "run.json").write_text((run_dir / "run.json").read_text())
+    with pytest.raises(FileNotFoundError, match="has no checkpoint"):
+        evaluate_run(bare)
+    assert not (bare / "checkpoints").exists()
     record = json.loads((run_dir / "run.json").read_text())
     record["config"]["mixer"] = str(tmp_path / "planted.py")  # a run folder is not trusted code
     (run_dir / "run.json").write_text(json.dumps(record))

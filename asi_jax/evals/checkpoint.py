@@ -67,10 +67,14 @@ def evaluate_run(
         config = dataclasses.replace(
             config, data=dataclasses.replace(config.data, eval_examples=eval_examples)
         )
-    manager = checkpoint_manager(run_dir)
-    steps = manager.all_steps()
+    steps = []
+    if (run_dir / "checkpoints").is_dir():  # (opening a manager would create the folder)
+        manager = checkpoint_manager(run_dir)
+        steps = manager.all_steps()
     if not steps:
-        raise FileNotFoundError(f"run {str(run_dir)!r} has no checkpoint")
+        raise FileNotFoundError(
+            f"run {str(run_dir)!r} has no checkpoint (its config's train.checkpoint_every is 0?)"
+        )
     step = max(steps) if step is None else step
     if step not in steps:
         raise ValueError(f"run {str(run_dir)!r} has no checkpoint at step {step}; it has {steps}")
