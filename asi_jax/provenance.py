@@ -58,16 +58,24 @@ def git_revision(path: Path | None = None) -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
-def environment_record() -> dict:
-    """A JSON-serialisable description of the software and hardware this process runs on."""
-    devices = jax.devices()
-    return {
+def environment_record(*, devices: bool = True) -> dict:
+    """A JSON-serialisable description of the software and hardware this process runs on.
+
+    `devices=False` leaves JAX's backends untouched: listing devices initialises them, and on
+    a GPU that claims most of its memory for this process.
+    """
+    record = {
         "time_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "git_revision": git_revision(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": package_versions(),
-        "backend": jax.default_backend(),
-        "devices": [str(d.device_kind) for d in devices],
-        "device_count": len(devices),
     }
+    if devices:
+        found = jax.devices()
+        record |= {
+            "backend": jax.default_backend(),
+            "devices": [str(d.device_kind) for d in found],
+            "device_count": len(found),
+        }
+    return record

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +205,20 @@ def test_worker_runs_under_its_limits_and_cannot_raise_them(tmp_path):
     outcome = run_worker(request, tmp_path, Limits(wall_seconds=120, memory_bytes=6 << 30))
     assert outcome.ok, outcome.error
     assert "sandbox: resource.setrlimit is not allowed" in outcome.response["reason"]
+
+
+def test_an_address_space_limit_of_zero_means_none(tmp_path):
+    source = (
+        "from flax import nnx\n\nclass Mixer(nnx.Module):\n"
+        "    def __init__(self, d, h, *, rngs):\n"
+        "        r = __import__('resource')\n"
+        "        raise ValueError(f'limits {r.getrlimit(r.RLIMIT_AS)}')\n\n"
+        "    def __call__(self, x):\n        return x\n"
+    )
+    (tmp_path / "candidate.py").write_text(source)
+    request = {"task": "check", "check": dataclasses.asdict(CHECK), "train": None}
+    inherited = str(resource.getrlimit(resource.RLIMIT_AS))  # 0: the worker keeps its parent's
+    for limit, expected in ((6 << 30, f"({6 << 30}, {6 << 30})"), (0, inherited)):
+        outcome = run_worker(request, tmp_path, Limits(wall_seconds=120, memory_bytes=limit))
+        assert outcome.ok, outcome.error
+        assert f"limits {expected}" in outcome.response["reason"], outcome.response["reason"]

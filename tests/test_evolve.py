@@ -189,3 +189,36 @@ def test_a_harness_error_fails_one_candidate_not_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(controller, "_evaluate", broken)
     result = controller.evaluate({"code": "x", "name": "c", "id": 1}, "explore")
     assert not result.ok and result.stage == "engineer" and "disk full" in result.reason
+
+
+_CONTROLLER_ONLY = """
+import sys, zlib
+from jax._src import xla_bridge
+from asi_jax.candidates.engineer import Attempt, Result
+from asi_jax.evolution.config import from_config_dict
+from asi_jax.evolution.loop import Controller
+
+def fake_evaluate(self, candidate, stage, slot):  # figures without a sandbox or training
+    x = zlib.crc32(candidate["code"].encode()) % 1000 / 1000
+    train = {"eval": {"heldout": {"loss": 1.0 + x, "accuracy": 0.5},
+                      "mqar_kv2": {"loss": 1.0, "accuracy": x}}, "params": {"total": 1000}}
+    attempt = Attempt(1, "h", True, None, None, {}, train, 0.1)
+    return Result(True, None, None, {}, train, (attempt,), candidate["code"])
+
+Controller._evaluate = fake_evaluate
+config = from_config_dict({"baselines": ["linear_attention", "deltanet"],
+                           "budget": {"candidates": 4}, "workers": 2})
+board = Controller(config, sys.argv[1], log=lambda _: None).run()
+print(board["explore"]["evaluated"], board["verify"]["evaluated"],
+      xla_bridge.backends_are_initialized())
+"""
+
+
+def test_the_controller_leaves_the_accelerators_to_the_workers(tmp_path):
+    """A whole run's controller logic (proposing, judging, scoring, analysing, promoting,
+    the leaderboard) never initialises a JAX backend: on a GPU that would claim most of its
+    memory in the controller, away from the sandboxed workers."""
+    done = subprocess.run([sys.executable, "-c", _CONTROLLER_ONLY, str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["6", "4", "False"]  # 4 candidates + 2 baselines; 2 + 2

@@ -13,6 +13,7 @@ def test_record_is_json_and_names_versions_and_devices():
     assert record["packages"]["jax"]
     assert record["backend"] == "cpu"
     assert record["device_count"] >= 1
+    assert "devices" not in provenance.environment_record(devices=False)
 
 
 def test_git_revision_reports_dirty_trees(tmp_path):

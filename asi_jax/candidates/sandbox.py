@@ -36,7 +36,10 @@ _PASSTHROUGH = ("JAX_PLATFORMS", "XLA_FLAGS", "CUDA_VISIBLE_DEVICES", "TPU_VISIB
 class Limits:
     wall_seconds: float = 600.0
     cpu_seconds: int = 1200
-    memory_bytes: int = 8 << 30  # address space
+    # Address space (RLIMIT_AS); 0: none. On GPU hosts use 0: the CUDA driver reserves large
+    # ranges of virtual addresses at start-up, which such a limit refuses; device memory is
+    # bounded by XLA's allocator, and the checker's compiled-memory budget applies anyway.
+    memory_bytes: int = 8 << 30
     file_bytes: int = 256 << 20  # largest file it may write (checkpoints included)
 
 
@@ -67,7 +70,8 @@ def scrubbed_environment(workdir: Path, visible_devices: str | None = None) -> d
 def apply_limits(limits: Limits) -> None:
     """Called by the worker on itself first thing. (Not a preexec_fn: running Python between
     fork and exec in a multithreaded JAX parent can deadlock.)"""
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+    if limits.memory_bytes:
+        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

@@ -110,9 +110,11 @@ class Controller:
                 f"{self.workdir} holds a run with a different configuration (keys {mismatch}); "
                 "resume with the same config, or use a new workdir"
             )
-        # Software, hardware and git revision of every start (a resumed run may differ).
+        # Software and git revision of every start (a resumed run may differ). Not devices:
+        # the controller never initialises an accelerator, which would take most of a GPU's
+        # memory from the sandboxed workers; each training run's run.json records its own.
         self.db.set_meta("environments", [*(self.db.get_meta("environments") or []),
-                                          environment_record()])  # fmt: skip
+                                          environment_record(devices=False)])  # fmt: skip
         self.embedder = make_embedder(config.cognition.embedder)
         self.cognition = CognitionStore(
             _load_entries(config), self.embedder, self.workdir / "cognition_index",
