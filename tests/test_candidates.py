@@ -99,6 +99,7 @@ def test_policy_requires_a_mixer_class():
 
 
 def test_worker_environment_has_no_secrets(tmp_path, monkeypatch):
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", ".45")  # JAX's settings pass
     monkeypatch.setenv("GEMINI_API_KEY", "secret-gemini")
     monkeypatch.setenv("OPENAI_API_KEY", "secret-openai")
     monkeypatch.setenv("MY_SERVICE_TOKEN", "secret-token")
@@ -106,8 +107,10 @@ def test_worker_environment_has_no_secrets(tmp_path, monkeypatch):
     assert outcome.ok, outcome.error
     names = set(outcome.response["environment"])
     assert not names & {"GEMINI_API_KEY", "OPENAI_API_KEY", "MY_SERVICE_TOKEN"}
+    assert "XLA_PYTHON_CLIENT_MEM_FRACTION" in names
     assert names <= {"PATH", "HOME", "TMPDIR", "LANG", "LC_CTYPE", "JAX_PLATFORMS", "XLA_FLAGS",
-                     "CUDA_VISIBLE_DEVICES", "TPU_VISIBLE_CHIPS"}  # fmt: skip
+                     "CUDA_VISIBLE_DEVICES", "TPU_VISIBLE_CHIPS",
+                     "XLA_PYTHON_CLIENT_MEM_FRACTION"}  # fmt: skip
     assert outcome.response["cwd"] == str(tmp_path.resolve())
 
 

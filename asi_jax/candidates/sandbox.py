@@ -28,8 +28,14 @@ from typing import Any
 
 RESULT_MARKER = "ASI_JAX_WORKER_RESULT "
 _TAIL = 64 << 10  # characters of the worker's output kept (its log; a reviser sees less)
-# Variables the worker may inherit: they select JAX's platform, nothing secret.
-_PASSTHROUGH = ("JAX_PLATFORMS", "XLA_FLAGS", "CUDA_VISIBLE_DEVICES", "TPU_VISIBLE_CHIPS")
+# Variables the worker may inherit: they select JAX's platform and how much accelerator
+# memory one process takes (e.g. XLA_PYTHON_CLIENT_MEM_FRACTION=.45 for two workers sharing a
+# GPU), nothing secret.
+_PASSTHROUGH = (
+    "JAX_PLATFORMS", "XLA_FLAGS", "CUDA_VISIBLE_DEVICES", "TPU_VISIBLE_CHIPS",
+    "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
+    "XLA_PYTHON_CLIENT_ALLOCATOR",
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
