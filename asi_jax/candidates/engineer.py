@@ -100,6 +100,7 @@ def _attempt(number: int, source: str, config: EngineerConfig, workdir: Path,
         "check": dataclasses.asdict(check),
         "train": None if config.train is None else to_dict(config.train),
         "baseline": baseline,
+        "pinned": config.visible_devices,
     }
     outcome = run_worker(request, folder, config.limits, visible_devices=config.visible_devices)
     # Next to the sandbox's folder, not in it: the candidate controls what is inside.

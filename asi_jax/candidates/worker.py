@@ -130,13 +130,22 @@ def load_candidate(workdir: Path):
 
 def handle(request: dict, workdir: Path) -> dict:
     """Runs the request's task; every failure becomes a response naming its stage."""
+    import jax
+
     from asi_jax.candidates import checker
     from asi_jax.evals.checkpoint import evaluate_run
     from asi_jax.train.config import from_config_dict
     from asi_jax.train.trainer import train
 
     task = request["task"]
+    # Started before the hook: a backend's drivers open device files outside the folder.
+    backend = jax.default_backend()
     install_audit_hook(workdir)
+    pinned = request.get("pinned")
+    if pinned is not None and backend == "cpu":
+        return {"ok": False, "stage": "sandbox", "reason": (
+            f"this worker is pinned to accelerator {pinned}, but JAX found only the CPU: more "
+            "workers than accelerators, or pin_devices on a host without them?")}  # fmt: skip
     if task == "environment":  # lets tests prove what the worker can and cannot see
         return {"environment": list(INHERITED_ENVIRONMENT), "cwd": os.getcwd()}
     try:
