@@ -115,9 +115,11 @@ def test_tree_ah_index_finds_planted_neighbours_and_round_trips(tmp_path):
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     index = VectorIndex(vectors, IndexConfig(brute_force_limit=100))
     assert index.kind == "tree_ah"
-    queries = vectors[:20] + 0.05 * rng.normal(size=(20, 32)).astype(np.float32)
+    queries = vectors[:200] + 0.05 * rng.normal(size=(200, 32)).astype(np.float32)
     ids, _ = index.search(queries, 1)
-    assert (ids[:, 0] == np.arange(20)).mean() >= 0.9
+    # ScaNN's k-means differs from build to build: on these uniform (unclustered) vectors,
+    # with 20% of the leaves searched, recall@1 was 0.87-0.95 over 8 builds (exhaustive: 1.0)
+    assert (ids[:, 0] == np.arange(200)).mean() >= 0.8
     index.save(tmp_path / "idx", key="k1")
     assert VectorIndex.load(tmp_path / "idx", key="other") is None  # stale: caller rebuilds
     loaded = VectorIndex.load(tmp_path / "idx", key="k1")
