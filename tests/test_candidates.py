@@ -124,6 +124,22 @@ def test_workers_can_be_pinned_to_one_accelerator(tmp_path):
     assert "pinned to accelerator 97, but JAX found only the CPU" in result.reason
 
 
+def _check_in_worker(tmp_path: Path, init_lines: list[str], limits: Limits):
+    """Runs the worker's check on a Mixer whose __init__ runs `init_lines`, sent straight to
+    the worker (no static policy): the run-time wall alone."""
+    body = "".join(f"        {line}\n" for line in init_lines)
+    source = (
+        "from flax import nnx\n\nclass Mixer(nnx.Module):\n"
+        f"    def __init__(self, d, h, *, rngs):\n{body}\n"
+        "    def __call__(self, x):\n        return x\n"
+    )
+    (tmp_path / "candidate.py").write_text(source)
+    request = {"task": "check", "check": dataclasses.asdict(CHECK), "train": None}
+    outcome = run_worker(request, tmp_path, limits)
+    assert outcome.ok, outcome.error
+    return outcome
+
+
 # What the static policy would reject, sent straight to the worker: the run-time wall alone.
 _ESCAPES = {
     "read_outside": "open('/etc/hostname').read()",
@@ -139,15 +155,7 @@ _ESCAPES = {
 
 @pytest.mark.parametrize("name", sorted(_ESCAPES))
 def test_worker_refuses_files_sockets_and_processes(name, tmp_path):
-    source = (
-        "from flax import nnx\n\nclass Mixer(nnx.Module):\n"
-        "    def __init__(self, d, h, *, rngs):\n"
-        f"        {_ESCAPES[name]}\n\n    def __call__(self, x):\n        return x\n"
-    )
-    (tmp_path / "candidate.py").write_text(source)
-    request = {"task": "check", "check": dataclasses.asdict(CHECK), "train": None}
-    outcome = run_worker(request, tmp_path, Limits(wall_seconds=120))
-    assert outcome.ok, outcome.error
+    outcome = _check_in_worker(tmp_path, [_ESCAPES[name]], Limits(wall_seconds=120))
     response = outcome.response
     assert response["stage"] == "instantiate"
     assert "PermissionError: sandbox:" in response["reason"], response["reason"]
@@ -201,32 +209,16 @@ def test_files_in_the_candidate_folder_cannot_shadow_imports(tmp_path):
 
 
 def test_worker_runs_under_its_limits_and_cannot_raise_them(tmp_path):
-    source = (
-        "import math\nfrom flax import nnx\n\nclass Mixer(nnx.Module):\n"
-        "    def __init__(self, d, h, *, rngs):\n"
-        "        r = __import__('resource')\n"
-        "        r.setrlimit(r.RLIMIT_AS, (r.RLIM_INFINITY, r.RLIM_INFINITY))\n\n"
-        "    def __call__(self, x):\n        return x\n"
-    )
-    (tmp_path / "candidate.py").write_text(source)
-    request = {"task": "check", "check": dataclasses.asdict(CHECK), "train": None}
-    outcome = run_worker(request, tmp_path, Limits(wall_seconds=120, memory_bytes=6 << 30))
-    assert outcome.ok, outcome.error
+    raise_it = ["r = __import__('resource')",
+                "r.setrlimit(r.RLIMIT_AS, (r.RLIM_INFINITY, r.RLIM_INFINITY))"]  # fmt: skip
+    outcome = _check_in_worker(tmp_path, raise_it, Limits(wall_seconds=120, memory_bytes=6 << 30))
     assert "sandbox: resource.setrlimit is not allowed" in outcome.response["reason"]
 
 
 def test_an_address_space_limit_of_zero_means_none(tmp_path):
-    source = (
-        "from flax import nnx\n\nclass Mixer(nnx.Module):\n"
-        "    def __init__(self, d, h, *, rngs):\n"
-        "        r = __import__('resource')\n"
-        "        raise ValueError(f'limits {r.getrlimit(r.RLIMIT_AS)}')\n\n"
-        "    def __call__(self, x):\n        return x\n"
-    )
-    (tmp_path / "candidate.py").write_text(source)
-    request = {"task": "check", "check": dataclasses.asdict(CHECK), "train": None}
+    report = ["r = __import__('resource')",
+              "raise ValueError(f'limits {r.getrlimit(r.RLIMIT_AS)}')"]  # fmt: skip
     inherited = str(resource.getrlimit(resource.RLIMIT_AS))  # 0: the worker keeps its parent's
     for limit, expected in ((6 << 30, f"({6 << 30}, {6 << 30})"), (0, inherited)):
-        outcome = run_worker(request, tmp_path, Limits(wall_seconds=120, memory_bytes=limit))
-        assert outcome.ok, outcome.error
+        outcome = _check_in_worker(tmp_path, report, Limits(wall_seconds=120, memory_bytes=limit))
         assert f"limits {expected}" in outcome.response["reason"], outcome.response["reason"]

@@ -81,6 +81,8 @@ def test_bad_requests_fail_with_a_clear_message(tmp_path):
         evaluate_run(run_dir, step=7)
     with pytest.raises(ValueError, match=r"seq_len \(24\) must be at least 4 \* num_kv_pairs"):
         evaluate_run(run_dir, kv_pairs=[9])
+    with pytest.raises(ValueError, match=r"data\.eval_examples must be >= 1, got 0"):
+        evaluate_run(run_dir, eval_examples=0)
     with pytest.raises(FileNotFoundError, match=r"has no run\.json"):
         evaluate_run(tmp_path)
     bare = tmp_path / "no_checkpoints"  # a run with checkpoint_every = 0

@@ -39,6 +39,8 @@ class DataConfig:
                 f"data.batch_size must be >= 1 and data.seq_len >= 2, got "
                 f"{self.batch_size} and {self.seq_len}"
             )
+        if self.eval_examples < 1:
+            raise ValueError(f"data.eval_examples must be >= 1, got {self.eval_examples}")
         if self.tokenizer:
             load_tokenizer(self.tokenizer)  # a missing or unreadable file fails here, early
         if self.kind == "mqar" and self.mqar.seq_len != self.seq_len:

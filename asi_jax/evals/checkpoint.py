@@ -51,8 +51,8 @@ def evaluate_run(
     """Evaluates the checkpoint at `step` (default: the latest) of the run in `run_dir`.
 
     `kv_pairs` replaces the config's MQAR eval pair counts, `eval_examples` its number of
-    held-out examples per set; `mixer` is the mixer class when the config's name cannot be
-    resolved here (the sandbox passes the candidate's). Returns what the JSON file holds.
+    held-out examples per set; `mixer` is the class to build, required unless the run trained
+    a baseline (the sandbox passes the candidate's). Returns what the JSON file holds.
     """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
@@ -61,28 +61,29 @@ def evaluate_run(
             f"run {str(run_dir)!r} trained the mixer file {config.mixer!r}, which is not "
             "executed on run.json's word; pass the mixer class (scripts/evaluate.py: --mixer)"
         )
-    if eval_examples is not None:
-        if eval_examples < 1:
-            raise ValueError(f"eval_examples must be >= 1, got {eval_examples}")
+    if eval_examples is not None:  # (DataConfig checks the bound)
         config = dataclasses.replace(
             config, data=dataclasses.replace(config.data, eval_examples=eval_examples)
         )
-    steps = []
-    if (run_dir / "checkpoints").is_dir():  # (opening a manager would create the folder)
-        manager = checkpoint_manager(run_dir)
-        steps = manager.all_steps()
-    if not steps:
+    sets = heldout.eval_sets(config.data, kv_pairs)  # bad pair counts fail before any restore
+    if not (run_dir / "checkpoints").is_dir():  # (opening a manager would create the folder)
         raise FileNotFoundError(
             f"run {str(run_dir)!r} has no checkpoint (its config's train.checkpoint_every is 0?)"
         )
-    step = max(steps) if step is None else step
-    if step not in steps:
-        raise ValueError(f"run {str(run_dir)!r} has no checkpoint at step {step}; it has {steps}")
-    sets = heldout.eval_sets(config.data, kv_pairs)  # bad pair counts fail before any restore
-
-    trainer = Trainer(config, sharding.make_mesh(-1, 1), mixer or get_mixer(config.mixer))
-    state = restore(manager, step, trainer.init_state())
-    manager.close()
+    manager = checkpoint_manager(run_dir)
+    try:
+        steps = manager.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"run {str(run_dir)!r} has no checkpoint")
+        step = max(steps) if step is None else step
+        if step not in steps:
+            raise ValueError(
+                f"run {str(run_dir)!r} has no checkpoint at step {step}; it has {steps}"
+            )
+        trainer = Trainer(config, sharding.make_mesh(-1, 1), mixer or get_mixer(config.mixer))
+        state = restore(manager, step, trainer.init_state())
+    finally:
+        manager.close()
     result = {
         "run": str(run_dir.resolve()),
         "step": step,
