@@ -170,3 +170,37 @@ def test_gemini_embedder_errors_are_clear(gemini_key, monkeypatch):
     monkeypatch.delenv("GEMINI_API_KEY")
     with pytest.raises(EmbeddingError, match=r"needs an API key in \$GEMINI_API_KEY"):
         GeminiEmbedder()
+
+
+@pytest.mark.parametrize("kind", ["brute_force", "tree_ah"])
+def test_an_index_saved_under_a_relative_path_loads_from_another_cwd_and_when_moved(
+    kind, tmp_path, monkeypatch
+):
+    vectors = np.random.default_rng(1).normal(size=(300, 16)).astype(np.float32)
+    index = VectorIndex(vectors, IndexConfig(brute_force_limit=1000 if kind == "brute_force"
+                                             else 100))  # fmt: skip
+    assert index.kind == kind
+    expected = index.search(vectors[:5], 3)[0]
+    monkeypatch.chdir(tmp_path)
+    index.save("runs/q/idx", key="k")  # as under the README's --workdir=runs/quickstart
+    assert np.array_equal(VectorIndex.load("runs/q/idx", key="k").search(vectors[:5], 3)[0],
+                          expected)  # fmt: skip
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    (tmp_path / "runs").rename(tmp_path / "moved")
+    loaded = VectorIndex.load(tmp_path / "moved" / "q" / "idx", key="k")
+    assert np.array_equal(loaded.search(vectors[:5], 3)[0], expected)
+
+
+def test_an_index_that_cannot_be_loaded_is_rebuilt_with_a_warning(tmp_path):
+    entries = load_jsonl()
+    CognitionStore(entries, HashingEmbedder(), tmp_path / "idx")
+    (tmp_path / "idx" / "scann" / "dataset.npy").write_bytes(b"truncated")
+    warnings = []
+    store = CognitionStore(entries, HashingEmbedder(), tmp_path / "idx", warn=warnings.append)
+    assert len(warnings) == 1 and "could not be loaded" in warnings[0]
+    assert "rebuilding it" in warnings[0]
+    assert store.retrieve("forgetting old associations", 1)  # it works, and was saved again
+    quiet = []
+    CognitionStore(entries, HashingEmbedder(), tmp_path / "idx", warn=quiet.append)
+    assert quiet == []

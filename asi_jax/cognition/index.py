@@ -1,5 +1,9 @@
 """A ScaNN index over unit vectors, saved to a folder and rebuilt when its contents change.
 
+The saved index is a cache: its files name each other relative to the folder (so a run's
+folder can be reached by a relative path, or moved), and one that cannot be loaded is
+rebuilt with a warning.
+
 Small sets (up to `brute_force_limit` rows) are scored exhaustively: exact, and at a few
 hundred entries faster than building anything. Larger sets get ScaNN's usual recipe: a
 k-means tree over sqrt(N) leaves, anisotropic asymmetric hashing, and exact re-scoring of
@@ -13,6 +17,7 @@ import hashlib
 import json
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -84,14 +89,15 @@ class VectorIndex:
         np.save(directory / "vectors.npy", self.vectors)
         if self._searcher is not None:
             (directory / "scann").mkdir()
-            self._searcher.serialize(str(directory / "scann"))
+            self._searcher.serialize(str(directory / "scann"), relative_path=True)
         manifest = {"key": key, "rows": len(self), "kind": self.kind,
                     "config": dataclasses.asdict(self.config)}  # fmt: skip
         (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
     @classmethod
     def load(cls, directory: str | Path, key: str) -> VectorIndex | None:
-        """The saved index if it was built from `key`, else None (the caller rebuilds)."""
+        """The saved index if it was built from `key`, else None (the caller rebuilds).
+        Raises when the files are there for `key` but cannot be read."""
         directory = Path(directory)
         try:
             manifest = json.loads((directory / MANIFEST).read_text())
@@ -110,10 +116,17 @@ class VectorIndex:
 
 
 def load_or_build(vectors_fn, directory: str | Path | None, key: str,
-                  config: IndexConfig = IndexConfig()) -> VectorIndex:  # fmt: skip
-    """The index saved under `directory` for `key`, or a new one from `vectors_fn()`, saved."""
+                  config: IndexConfig = IndexConfig(),
+                  warn: Callable[[str], None] = print) -> VectorIndex:  # fmt: skip
+    """The index saved under `directory` for `key`, or a new one from `vectors_fn()`, saved.
+    A saved index that fails to load is rebuilt; `warn` is told why."""
     if directory is not None:
-        index = VectorIndex.load(directory, key)
+        try:
+            index = VectorIndex.load(directory, key)
+        except Exception as e:  # ScaNN raises RuntimeError, numpy ValueError or OSError, ...
+            warn(f"the saved index in {directory} could not be loaded ({type(e).__name__}: "
+                 f"{e}); rebuilding it")  # fmt: skip
+            index = None
         if index is not None:
             return index
     index = VectorIndex(vectors_fn(), config)

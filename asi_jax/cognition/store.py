@@ -9,7 +9,7 @@ summary describes the situation the search is in.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from asi_jax.cognition.embedders import Embedder
@@ -34,6 +34,7 @@ class CognitionStore:
         embedder: Embedder,
         index_dir: str | Path | None = None,
         index_config: IndexConfig | None = None,
+        warn: Callable[[str], None] = print,
     ):
         if not entries:
             raise ValueError("a cognition store needs at least one entry")
@@ -44,6 +45,7 @@ class CognitionStore:
             index_dir,
             fingerprint(texts, embedder.name),
             index_config or IndexConfig(),
+            warn,
         )
 
     def retrieve(self, query: str, k: int = 5) -> list[Retrieved]:
