@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import jax
 
 from asi_jax.train.config import from_config_dict
 from asi_jax.train.trainer import train
+from asi_jax.workdir import hold
 
 
 def initialize_distributed() -> None:
@@ -23,7 +25,9 @@ def initialize_distributed() -> None:
 
 
 def run(config: Mapping[str, Any], workdir: str | Path) -> dict[str, Any]:
-    """Trains the experiment `config` (a ConfigDict) in `workdir`; returns result.json's data."""
+    """Trains the experiment `config` (a ConfigDict) in `workdir`, which one training run
+    holds at a time; returns result.json's data."""
     experiment = from_config_dict(config)
     initialize_distributed()
-    return train(experiment, workdir)
+    with hold(workdir, "training run") if jax.process_index() == 0 else nullcontext(workdir):
+        return train(experiment, workdir)
