@@ -3,9 +3,12 @@
     result = run_candidate(source, config, workdir)
     result = revise(source, reviser, config, workdir)   # up to config.max_attempts
 
-Every attempt is recorded (source hash, stage, reason, figures, seconds). On failure the
-result carries the trimmed error a reviser needs: ASI-Arch's engineer debugs a failing
-design from its error instead of discarding the idea.
+Every attempt is recorded (source hash, stage, reason, figures, seconds, the limits it ran
+under). On failure the result carries the trimmed error a reviser needs: ASI-Arch's engineer
+debugs a failing design from its error instead of discarding the idea. An attempt that only
+ran out of wall or CPU time is retried with the limits doubled, `limit_retries` times, before
+it counts as failed (the reference baseline's on a busy machine). Setting `cancel` kills the
+attempt in flight and raises `sandbox.Cancelled`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +27,7 @@ from flax import nnx
 
 from asi_jax.candidates.checker import CheckConfig
 from asi_jax.candidates.policy import check_source
-from asi_jax.candidates.sandbox import Limits, run_worker
+from asi_jax.candidates.sandbox import Limits, SandboxResult, run_worker
 from asi_jax.candidates.worker import CANDIDATE_FILE
 from asi_jax.models.mixers import get_mixer
 from asi_jax.train.config import ExperimentConfig, to_dict
@@ -39,7 +43,8 @@ class EngineerConfig:
     limits: Limits = Limits()
     baseline: str = "deltanet"  # the parameter budget is relative to this mixer's
     param_budget_ratio: float = 1.5
-    max_attempts: int = 3
+    max_attempts: int = 2  # sources tried: the first, then each revision
+    limit_retries: int = 0  # retries, at doubled limits, of an attempt that ran out of time
     visible_devices: str | None = None  # pin the sandbox to these accelerators
 
 
@@ -53,6 +58,9 @@ class Attempt:
     check: dict[str, Any] | None
     train: dict[str, Any] | None
     seconds: float
+    limits: dict[str, Any] | None = None  # the sandbox limits it ran under
+    limit: str | None = None  # "wall" or "cpu" when it ran out of that time
+    cpu_seconds: float | None = None  # the worker's CPU time, when it finished
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +91,8 @@ def parameter_budget(config: EngineerConfig) -> int:
 
 
 def _attempt(number: int, source: str, config: EngineerConfig, workdir: Path,
-             baseline: str | None = None) -> Attempt:  # fmt: skip
+             baseline: str | None, limits: Limits,
+             cancel: threading.Event | None) -> Attempt:  # fmt: skip
     start = time.monotonic()
     violations = [] if baseline else check_source(source)  # baselines are our own code
     digest = code_hash(source)
@@ -102,16 +111,34 @@ def _attempt(number: int, source: str, config: EngineerConfig, workdir: Path,
         "baseline": baseline,
         "pinned": config.visible_devices,
     }
-    outcome = run_worker(request, folder, config.limits, visible_devices=config.visible_devices)
+    outcome: SandboxResult = run_worker(
+        request, folder, limits, visible_devices=config.visible_devices, cancel=cancel
+    )
     # Next to the sandbox's folder, not in it: the candidate controls what is inside.
     (workdir / f"attempt{number}.log").write_text(outcome.output_tail)
     seconds = time.monotonic() - start
+    ran = {"limits": dataclasses.asdict(limits), "cpu_seconds": outcome.cpu_seconds}
     if not outcome.ok:
         reason = f"{outcome.error}\n{outcome.output_tail[-1500:]}".strip()
-        return Attempt(number, digest, False, "sandbox", reason, None, None, seconds)
+        return Attempt(number, digest, False, "sandbox", reason, None, None, seconds,
+                       limit=outcome.limit, **ran)  # fmt: skip
     r = outcome.response
     return Attempt(number, digest, r["ok"], r.get("stage"), r.get("reason"), r.get("check"),
-                   r.get("train"), seconds)  # fmt: skip
+                   r.get("train"), seconds, **ran)  # fmt: skip
+
+
+def _attempts(first: int, source: str, config: EngineerConfig, workdir: Path,
+              baseline: str | None, cancel: threading.Event | None) -> list[Attempt]:  # fmt: skip
+    """One attempt, then up to `config.limit_retries` more at doubled limits while it only ran
+    out of time."""
+    limits, attempts = config.limits, []
+    for retry in range(config.limit_retries + 1):
+        attempt = _attempt(first + retry, source, config, workdir, baseline, limits, cancel)
+        attempts.append(attempt)
+        if attempt.limit is None:
+            break
+        limits = limits.doubled()
+    return attempts
 
 
 def _result(attempts: list[Attempt], source: str) -> Result:
@@ -121,23 +148,26 @@ def _result(attempts: list[Attempt], source: str) -> Result:
 
 
 def run_candidate(source: str, config: EngineerConfig, workdir: str | Path, *,
-                  baseline: str | None = None) -> Result:  # fmt: skip
-    """One attempt: static policy, then check (and train, if configured) in the sandbox.
+                  baseline: str | None = None,
+                  cancel: threading.Event | None = None) -> Result:  # fmt: skip
+    """Static policy, then check (and train, if configured) in the sandbox, without revision.
     `baseline` names a registry mixer to run instead of `source` (which then only labels it)."""
     workdir = Path(workdir)
-    result = _result([_attempt(1, source, config, workdir, baseline)], source)
+    result = _result(_attempts(1, source, config, workdir, baseline, cancel), source)
     _save(result, workdir)
     return result
 
 
-def revise(source: str, reviser: Reviser, config: EngineerConfig, workdir: str | Path) -> Result:
-    """Attempts, revising from the error after each failure, up to `config.max_attempts`."""
+def revise(source: str, reviser: Reviser, config: EngineerConfig, workdir: str | Path, *,
+           cancel: threading.Event | None = None) -> Result:  # fmt: skip
+    """Attempts, revising from the error after each failure, up to `config.max_attempts`
+    revisions of the source (retries at doubled limits not counted)."""
     workdir = Path(workdir)
     attempts: list[Attempt] = []
-    for number in range(1, config.max_attempts + 1):
-        attempt = _attempt(number, source, config, workdir)
-        attempts.append(attempt)
-        if attempt.ok or number == config.max_attempts:
+    for revision in range(1, config.max_attempts + 1):
+        attempts += _attempts(len(attempts) + 1, source, config, workdir, None, cancel)
+        attempt = attempts[-1]
+        if attempt.ok or revision == config.max_attempts:
             break
         error = f"stage {attempt.stage} failed:\n{attempt.reason}"
         revised = reviser(source, error)

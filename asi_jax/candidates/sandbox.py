@@ -10,7 +10,8 @@ The parent side. Each call starts `python -m asi_jax.candidates.worker` with:
 - inside, an audit hook (see `worker.py`) that refuses files outside the Python installation
   and the candidate's folder, sockets, and new processes.
 The request and the response travel as JSON. A crash, hang or memory blow-up of the worker
-comes back as a failed `SandboxResult`; it never raises in the caller.
+comes back as a failed `SandboxResult` naming the limit it hit, if any; it never raises in
+the caller, except `Cancelled` when the caller's cancel event is set (the worker is killed).
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 RESULT_MARKER = "ASI_JAX_WORKER_RESULT "
 _TAIL = 64 << 10  # characters of the worker's output kept (its log; a reviser sees less)
+_POLL_SECONDS = 0.25  # how often a waiting caller looks at its cancel event
 # Variables the worker may inherit: they select JAX's platform and how much accelerator
 # memory one process takes (e.g. XLA_PYTHON_CLIENT_MEM_FRACTION=.45 for two workers sharing a
 # GPU), nothing secret.
@@ -48,6 +51,23 @@ class Limits:
     memory_bytes: int = 8 << 30
     file_bytes: int = 256 << 20  # largest file it may write (checkpoints included)
 
+    def __post_init__(self):
+        for name in ("wall_seconds", "cpu_seconds", "file_bytes"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"limits.{name} must be > 0, got {getattr(self, name)}")
+        if self.memory_bytes < 0:
+            raise ValueError(f"limits.memory_bytes must be >= 0 (0: none), got "
+                             f"{self.memory_bytes}")  # fmt: skip
+
+    def doubled(self) -> Limits:
+        """Twice the time: for a retry of work that ran out of wall or CPU time."""
+        return dataclasses.replace(self, wall_seconds=2 * self.wall_seconds,
+                                   cpu_seconds=2 * self.cpu_seconds)  # fmt: skip
+
+
+class Cancelled(Exception):
+    """The caller cancelled the work; the worker was killed and returned nothing."""
+
 
 @dataclasses.dataclass(frozen=True)
 class SandboxResult:
@@ -56,6 +76,8 @@ class SandboxResult:
     error: str | None  # why there is no response (timeout, crash, ...)
     seconds: float
     output_tail: str  # the end of the worker's stdout and stderr: its log
+    limit: str | None = None  # "wall" or "cpu" when the worker ran out of that time
+    cpu_seconds: float | None = None  # the worker's own CPU time, when it reported it
 
 
 def scrubbed_environment(workdir: Path, visible_devices: str | None = None) -> dict[str, str]:
@@ -83,6 +105,12 @@ def apply_limits(limits: Limits) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+def _limit_hit(code: int) -> str | None:
+    """The limit a worker that exited with `code` ran out of: "cpu" for SIGXCPU, which the
+    kernel sends at the soft CPU-time limit; None otherwise."""
+    return "cpu" if code == -signal.SIGXCPU else None
+
+
 def _describe_exit(code: int) -> str:
     if code < 0:
         name = signal.Signals(-code).name
@@ -97,8 +125,10 @@ def _describe_exit(code: int) -> str:
 
 
 def run_worker(request: dict[str, Any], workdir: str | Path, limits: Limits, *,
-               visible_devices: str | None = None) -> SandboxResult:  # fmt: skip
-    """Runs one request (see worker.py for the tasks) in a confined worker process."""
+               visible_devices: str | None = None,
+               cancel: threading.Event | None = None) -> SandboxResult:  # fmt: skip
+    """Runs one request (see worker.py for the tasks) in a confined worker process. Setting
+    `cancel` kills the worker within a fraction of a second and raises `Cancelled`."""
     workdir = Path(workdir).resolve()
     (workdir / "tmp").mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -113,20 +143,36 @@ def run_worker(request: dict[str, Any], workdir: str | Path, limits: Limits, *,
         text=True,
         start_new_session=True,  # its own process group, killed as a whole on timeout
     )
-    message = json.dumps({**request, "limits": dataclasses.asdict(limits)})
-    try:
-        output, _ = process.communicate(message, timeout=limits.wall_seconds)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        return SandboxResult(
-            False, None, f"timed out after {limits.wall_seconds:g} s of wall time",
-            time.monotonic() - start, (output or "")[-_TAIL:],
-        )  # fmt: skip
+    message: str | None = json.dumps({**request, "limits": dataclasses.asdict(limits)})
+    deadline = start + limits.wall_seconds
+    while True:
+        try:
+            # A timed-out communicate keeps what it read; the next call goes on from there.
+            output, _ = process.communicate(
+                message, timeout=max(0.0, min(_POLL_SECONDS, deadline - time.monotonic()))
+            )
+            break
+        except subprocess.TimeoutExpired:
+            message = None
+            cancelled = cancel is not None and cancel.is_set()
+            if not cancelled and time.monotonic() < deadline:
+                continue
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
+            if cancelled:
+                raise Cancelled(f"cancelled; the worker in {workdir} was killed") from None
+            return SandboxResult(
+                False, None, f"timed out after {limits.wall_seconds:g} s of wall time",
+                time.monotonic() - start, (output or "")[-_TAIL:], limit="wall",
+            )  # fmt: skip
     seconds = time.monotonic() - start
     tail = output[-_TAIL:]
     lines = [ln for ln in output.splitlines() if ln.startswith(RESULT_MARKER)]
     if process.returncode != 0 or not lines:
-        error = _describe_exit(process.returncode) if process.returncode else "no response"
-        return SandboxResult(False, None, error, seconds, tail)
-    return SandboxResult(True, json.loads(lines[-1][len(RESULT_MARKER) :]), None, seconds, tail)
+        code = process.returncode
+        error = _describe_exit(code) if code else "no response"
+        return SandboxResult(False, None, error, seconds, tail, limit=_limit_hit(code))
+    response = json.loads(lines[-1][len(RESULT_MARKER) :])
+    cpu = response.pop("cpu_seconds", None)
+    return SandboxResult(True, response, None, seconds, tail,
+                         cpu_seconds=cpu if isinstance(cpu, (int, float)) else None)  # fmt: skip

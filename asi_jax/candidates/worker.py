@@ -19,6 +19,7 @@ import os
 # What the parent passed, before any library sets variables of its own.
 INHERITED_ENVIRONMENT = tuple(sorted(os.environ))
 
+import resource  # noqa: E402
 import site  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
@@ -200,6 +201,9 @@ def main() -> None:
     request = json.loads(sys.stdin.read())
     apply_limits(Limits(**request.pop("limits")))  # before any heavy import
     response = handle(request, workdir)
+    # The parent scales later limits from what a reference baseline's worker used.
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    response["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     print(RESULT_MARKER + json.dumps(response), flush=True)
 
 
