@@ -30,9 +30,9 @@ def _start_holder(workdir) -> subprocess.Popen:
 def test_a_second_holder_is_refused_with_the_first_ones_details(tmp_path):
     holder = _start_holder(tmp_path / "run")
     try:
-        with pytest.raises(WorkdirError, match=rf"in use by another test run \(pid {holder.pid} "):
-            with hold(tmp_path / "run", "test run"):
-                pass
+        refused = rf"in use by another test run \(pid {holder.pid} "
+        with pytest.raises(WorkdirError, match=refused), hold(tmp_path / "run", "test run"):
+            pass
         info = json.loads((tmp_path / "run" / LOCK_FILE).read_text())
         assert info["pid"] == holder.pid  # the refused start did not overwrite it
     finally:
@@ -49,10 +49,9 @@ def test_kill_9_of_the_holder_frees_the_workdir(tmp_path):
 
 
 def test_hold_is_exclusive_within_one_process_too_and_released_after(tmp_path):
-    with hold(tmp_path, "test run"):
-        with pytest.raises(WorkdirError, match=f"pid {os.getpid()}"):
-            with hold(tmp_path, "test run"):
-                pass
+    refused = pytest.raises(WorkdirError, match=f"pid {os.getpid()}")
+    with hold(tmp_path, "test run"), refused, hold(tmp_path, "test run"):
+        pass
     with hold(tmp_path, "test run"):
         pass
 
@@ -62,9 +61,9 @@ def test_prepare_makes_missing_folders_absolute_and_refuses_a_file(tmp_path, mon
     path = prepare("runs/a/b")
     assert path == tmp_path / "runs" / "a" / "b" and path.is_dir() and path.is_absolute()
     (tmp_path / "file").write_text("x")
-    with pytest.raises(WorkdirError, match="^workdir 'file' is a file, not a folder$"):
+    with pytest.raises(WorkdirError, match=r"^workdir 'file' is a file, not a folder$"):
         prepare("file")
-    with pytest.raises(WorkdirError, match="^cannot create workdir 'file/sub': Not a directory$"):
+    with pytest.raises(WorkdirError, match=r"^cannot create workdir 'file/sub': Not a directory$"):
         prepare("file/sub")
 
 
