@@ -1,9 +1,11 @@
 """The evolution loop end to end through scripts/evolve.py: proposals, sandboxed evaluation,
 scoring, verification, the leaderboard, and resuming after `kill -9`."""
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -47,7 +49,8 @@ def _config(tmp_path: Path, steps: int) -> Path:
     return path
 
 
-def _evolve(config: Path, workdir: Path) -> subprocess.Popen:
+def _evolve(config: Path, workdir: str, cwd: Path) -> subprocess.Popen:
+    """The README's run command, with a workdir relative to `cwd`."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -55,6 +58,7 @@ def _evolve(config: Path, workdir: Path) -> subprocess.Popen:
             f"--config={config}",
             f"--workdir={workdir}",
         ],
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -86,39 +90,71 @@ def _processes_inside(folder: Path) -> list[int]:
     return found
 
 
-def test_kill_9_during_training_then_resume(tmp_path):
-    config, workdir = _config(tmp_path, steps=400), tmp_path / "run"
-    process = _evolve(config, workdir)
-    deadline, interrupted = time.time() + 300, None
-    while time.time() < deadline and interrupted is None:
+def _candidate_training(process: subprocess.Popen, workdir: Path,
+                        stale: Path | None = None) -> tuple[str, Path]:  # fmt: skip
+    """Waits, however long the machine takes, until a candidate's training has started in
+    the database's pending evaluations (`stale`: a run.json left by an earlier start, not
+    counted); fails if the run ends first. Returns its name and training folder."""
+    stale_stamp = stale.stat().st_mtime_ns if stale else None
+    while True:
         time.sleep(0.2)
         assert process.poll() is None, process.stdout.read()
-        pending = _rows(
-            workdir,
-            "SELECT c.id, c.name FROM evaluations e JOIN candidates c ON "
-            "c.id = e.candidate_id WHERE e.status = 'pending' AND "
-            "c.kind = 'candidate'",
-        )
+        pending = _rows(workdir, "SELECT c.id, c.name FROM evaluations e JOIN candidates c ON "
+                        "c.id = e.candidate_id WHERE e.status = 'pending' AND "
+                        "c.kind = 'candidate'")  # fmt: skip
         for cid, name in pending:
             train = workdir / "candidates" / f"{cid:04d}-{name}" / "explore" / "attempt1" / "train"
-            if (train / "run.json").exists():  # its training has started
-                interrupted = name
-    assert interrupted, "no candidate reached training in time"
+            with contextlib.suppress(FileNotFoundError):
+                if (train / "run.json").stat().st_mtime_ns != stale_stamp:
+                    return name, train
+
+
+def _finished(workdir: Path) -> dict[int, float]:
+    return dict(_rows(workdir, "SELECT candidate_id, finished_at FROM evaluations "
+                      "WHERE status != 'pending'"))  # fmt: skip
+
+
+def test_readme_run_command_one_run_per_workdir_kill_9_sigterm_and_resume(tmp_path):
+    """The README's command shape with a relative workdir: a second start on the same
+    workdir is refused and changes nothing; kill -9, then the same command resumes; SIGTERM
+    stops it within seconds; the same command again finishes, nothing lost or repeated."""
+    config, relative = _config(tmp_path, steps=400), "runs/tiny"
+    workdir = tmp_path / relative
+    process = _evolve(config, relative, tmp_path)
+    interrupted, train = _candidate_training(process, workdir)
+
+    second = _evolve(config, relative, tmp_path)
+    output, _ = second.communicate(timeout=300)
+    assert second.returncode == 2, output
+    assert output.strip().splitlines() == [
+        f"evolve.py: error: workdir 'runs/tiny' is in use by another evolution run (pid "
+        f"{process.pid} on {socket.gethostname()}, started " + output.split("started ")[1].strip()
+    ]
+    assert process.poll() is None and (train / "run.json").exists()  # the first one untouched
+    assert len(json.loads(_rows(workdir, "SELECT value FROM meta WHERE key = 'environments'")
+                          [0][0])) == 1  # fmt: skip
+
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    finished_before = dict(
-        _rows(
-            workdir, "SELECT candidate_id, finished_at FROM evaluations WHERE status != 'pending'"
-        )
-    )
+    finished_before = _finished(workdir)
     assert finished_before  # the baseline at least
     time.sleep(2)  # the orphaned sandbox notices its parent is gone and exits
     assert _processes_inside(workdir) == []
 
-    resumed = _evolve(config, workdir)
-    output, _ = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, output
+    resumed = _evolve(config, relative, tmp_path)
+    _candidate_training(resumed, workdir, stale=train / "run.json")
+    resumed.send_signal(signal.SIGTERM)  # a scheduler's stop: cancel, record, exit
+    output, _ = resumed.communicate(timeout=60)
+    assert resumed.returncode == 130, output
     assert f"evaluation(s) to run: {interrupted}" in output
+    assert "interrupted; run the same command again to resume runs/tiny" in output
+    assert _processes_inside(workdir) == []
+    board = json.loads((workdir / "leaderboard.json").read_text())
+    assert board["run"]["state"] == "interrupted"
+
+    final = _evolve(config, relative, tmp_path)
+    output, _ = final.communicate(timeout=1800)
+    assert final.returncode == 0, output
     names = [n for (n,) in _rows(workdir, "SELECT name FROM candidates")]
     assert len(names) == len(set(names)) == 3  # deltanet + 2 candidates, each once
     after = dict(
@@ -130,6 +166,7 @@ def test_kill_9_during_training_then_resume(tmp_path):
     assert all(s != "pending" for (s,) in statuses)
 
     board = json.loads((workdir / "leaderboard.json").read_text())
+    assert board["run"]["state"] == "finished"
     explore = board["explore"]["ranking"]
     assert {r["name"] for r in explore} == set(names)
     for row in explore:
@@ -158,19 +195,30 @@ def test_kill_9_during_training_then_resume(tmp_path):
         assert list((workdir / row["folder"]).glob("attempt*/train/checkpoints/*")), row
     assert board["agents"]["researcher"].startswith("offline")
     assert board["config"]["seed"] == 0
-    assert len(board["environments"]) == 2  # the first start and the resumption
+    assert len(board["environments"]) == 3  # the first start and the two resumptions
     assert all("git_revision" in e and "packages" in e for e in board["environments"])
+    # the cognition index saved under the relative workdir was loaded, not rebuilt
+    assert "could not be loaded" not in output
 
 
 def test_resuming_with_another_config_is_refused(tmp_path):
-    config = from_config_dict({"baselines": ["deltanet"], "budget": {"candidates": 0}})
-    Controller(config, tmp_path).db.close()
+    config = from_config_dict({"baselines": ["deltanet"], "budget": {"candidates": 1}})
+    with Controller(config, tmp_path):
+        pass
     changed = from_config_dict({"baselines": ["deltanet"], "seed": 3})
     with pytest.raises(EvolutionError, match=r"different configuration \(keys \['seed'\]\)"):
         Controller(changed, tmp_path)
-    Controller(
-        from_config_dict({"baselines": ["deltanet"], "budget": {"candidates": 5}}), tmp_path
-    ).db.close()  # a larger budget extends the run
+    # A larger budget extends the run; other limits too: both are recorded.
+    extended = {"baselines": ["deltanet"], "budget": {"candidates": 5},
+                "limits": {"wall_seconds": 900.0}}  # fmt: skip
+    with Controller(from_config_dict(extended), tmp_path) as controller:
+        changes = controller.db.get_meta("config_changes")
+        stored = controller.db.get_meta("config")
+    assert [sorted(c) for c in changes] == [["at", "budget", "limits"]]
+    assert changes[0]["budget"]["from"]["candidates"] == 1
+    assert changes[0]["budget"]["to"]["candidates"] == 5
+    assert changes[0]["limits"]["to"]["wall_seconds"] == 900.0
+    assert stored["limits"]["wall_seconds"] == 900.0
 
 
 def test_malformed_evolution_config_is_named():
@@ -181,13 +229,13 @@ def test_malformed_evolution_config_is_named():
 
 
 def test_a_harness_error_fails_one_candidate_not_the_run(tmp_path, monkeypatch):
-    controller = Controller(from_config_dict({"baselines": ["deltanet"]}), tmp_path)
-
     def broken(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(controller, "_evaluate", broken)
-    result = controller.evaluate({"code": "x", "name": "c", "id": 1}, "explore")
+    with Controller(from_config_dict({"baselines": ["deltanet"]}), tmp_path) as controller:
+        monkeypatch.setattr(controller, "_evaluate", broken)
+        engineer = controller.engineer_config("explore")
+        result = controller.evaluate({"code": "x", "name": "c", "id": 1}, "explore", engineer)
     assert not result.ok and result.stage == "engineer" and "disk full" in result.reason
 
 
@@ -198,7 +246,7 @@ from asi_jax.candidates.engineer import Attempt, Result
 from asi_jax.evolution.config import from_config_dict
 from asi_jax.evolution.loop import Controller
 
-def fake_evaluate(self, candidate, stage, slot):  # figures without a sandbox or training
+def fake_evaluate(self, candidate, stage, engineer):  # figures without a sandbox or training
     x = zlib.crc32(candidate["code"].encode()) % 1000 / 1000
     train = {"eval": {"heldout": {"loss": 1.0 + x, "accuracy": 0.5},
                       "mqar_kv2": {"loss": 1.0, "accuracy": x}}, "params": {"total": 1000}}
@@ -208,7 +256,8 @@ def fake_evaluate(self, candidate, stage, slot):  # figures without a sandbox or
 Controller._evaluate = fake_evaluate
 config = from_config_dict({"baselines": ["linear_attention", "deltanet"],
                            "budget": {"candidates": 4}, "workers": 2})
-board = Controller(config, sys.argv[1], log=lambda _: None).run()
+with Controller(config, sys.argv[1], log=lambda _: None) as controller:
+    board = controller.run()
 print(board["explore"]["evaluated"], board["verify"]["evaluated"],
       xla_bridge.backends_are_initialized())
 """

@@ -8,6 +8,7 @@ exploration fitness and the baselines, retrained at a larger config). Each stage
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,11 +22,51 @@ from asi_jax.train.config import ExperimentConfig, convert
 
 @dataclasses.dataclass(frozen=True)
 class BudgetConfig:
-    """Exploration stops at the first budget reached; 0 means unlimited."""
+    """Exploration stops at the first budget reached; 0 means no limit on that measure, and
+    at least one must be set."""
 
     candidates: int = 20  # proposals that pass the novelty check (evaluated or failed)
     wall_seconds: float = 0.0  # over all resumptions of the run
     compute_seconds: float = 0.0  # summed sandbox seconds of every evaluation
+
+    def __post_init__(self):
+        for name in ("candidates", "wall_seconds", "compute_seconds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"budget.{name} must be >= 0 (0: no limit), got "
+                                 f"{getattr(self, name)}")  # fmt: skip
+        if not (self.candidates or self.wall_seconds or self.compute_seconds):
+            raise ValueError("budget: candidates, wall_seconds and compute_seconds are all 0, "
+                             "so exploration would never end; set at least one")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class StageLimits(Limits):
+    """Each evaluation's sandbox limits. The wall and CPU figures are floors: once the
+    reference baseline has run in a stage, the stage's other evaluations get
+    `reference_multiple` times the wall and CPU time it took, where that is more. So a slow
+    or busy machine raises the limits instead of failing every candidate. The reference
+    itself runs at the floors, and once more at twice them if it runs out of time."""
+
+    reference_multiple: float = 4.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.reference_multiple < 1:
+            raise ValueError(f"limits.reference_multiple must be >= 1, got "
+                             f"{self.reference_multiple}")  # fmt: skip
+
+    def for_stage(self, reference: dict[str, float] | None) -> Limits:
+        """The sandbox limits of a stage whose reference took `reference` ({wall_seconds,
+        cpu_seconds}; None: not measured yet, the floors)."""
+        floors = Limits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Limits)})
+        if not reference:
+            return floors
+        wall = max(self.wall_seconds, self.reference_multiple * reference["wall_seconds"])
+        cpu = max(
+            self.cpu_seconds,
+            math.ceil(self.reference_multiple * (reference.get("cpu_seconds") or 0)),
+        )
+        return dataclasses.replace(floors, wall_seconds=wall, cpu_seconds=cpu)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +101,8 @@ class EvolutionConfig:
     novelty_threshold: float = 0.97  # reject a motivation this similar to an earlier one
     max_proposal_tries: int = 10  # per slot, before the researcher is considered exhausted
     check: CheckConfig = CheckConfig()
-    limits: Limits = Limits()
-    max_attempts: int = 2  # engineer attempts per candidate (self-revision)
+    limits: StageLimits = StageLimits()
+    max_attempts: int = 2  # sources tried per candidate: the first, then each revision
     param_budget_ratio: float = 1.5  # times the reference baseline's mixer parameters
 
     def __post_init__(self):
@@ -70,8 +111,9 @@ class EvolutionConfig:
         if self.reference_baseline not in self.baselines:
             raise ValueError(f"reference_baseline {self.reference_baseline!r} must be one of "
                              f"the baselines {list(self.baselines)}")  # fmt: skip
-        if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        for name in ("workers", "max_attempts", "max_proposal_tries"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.novelty_threshold <= 1.0:
             raise ValueError(f"novelty_threshold must be in (0, 1], got {self.novelty_threshold}")
 

@@ -3,23 +3,34 @@ analyse -> store, with N candidates in flight, then verification of the best.
 
     leaderboard = Controller(config, workdir).run()
 
-The controller is the only writer of the database. Evaluations run in sandboxed worker
-processes, one per thread of a pool of `config.workers`. Everything a finished evaluation
-produced is committed before the next step, so the run resumes after a kill at any moment:
-evaluations still `pending` in the database (interrupted) are re-run from scratch, finished
-ones are never repeated, and new proposals continue from the stored state.
+The controller is the only writer of the database and holds the workdir for the whole run
+(a second controller on the same workdir is refused at once). Evaluations run in sandboxed
+worker processes, one per thread of a pool of `config.workers`. Everything a finished
+evaluation produced is committed before the next step, so the run resumes after a kill at
+any moment: evaluations still `pending` in the database (interrupted) are re-run from
+scratch, finished ones are never repeated, and new proposals continue from the stored state.
+
+In each stage the reference baseline runs first and alone: it is the yardstick of fitness
+and of time. Its wall and CPU time set the stage's sandbox limits (see
+`config.StageLimits`), and if it runs out of time at the configured floors it is retried
+once at twice them before the run stops. A fatal error, Ctrl-C or SIGTERM cancels the
+evaluations in flight (their sandboxes are killed, their rows stay pending) and the run
+ends within seconds; `leaderboard.json` says when and why.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import contextlib
 import dataclasses
+import datetime
 import inspect
 import json
 import math
 import os
 import shutil
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -35,6 +46,7 @@ from asi_jax.agents.offline_analyser import OfflineAnalyser, component_effects
 from asi_jax.agents.offline_judge import OfflineJudge
 from asi_jax.agents.offline_researcher import OfflineResearcher, known_design_keys
 from asi_jax.candidates.engineer import EngineerConfig, Result, code_hash, revise, run_candidate
+from asi_jax.candidates.sandbox import Cancelled
 from asi_jax.cognition.embedders import make_embedder
 from asi_jax.cognition.entries import ingest_asi_arch, load_jsonl, unique
 from asi_jax.cognition.index import IndexConfig
@@ -47,10 +59,15 @@ from asi_jax.evolution.sampling import sample
 from asi_jax.models.mixers import get_mixer
 from asi_jax.provenance import environment_record
 from asi_jax.train.config import ExperimentConfig, to_dict
+from asi_jax.workdir import hold
 
 STAGES = ("explore", "verify")
 LEADERBOARD = "leaderboard.json"
 DATABASE = "evolution.sqlite"
+# Fields of the config a resumed run may change (recorded in the database when it does).
+RESUMABLE_CHANGES = ("budget", "limits")
+_CANCEL_GRACE_SECONDS = 10.0  # how long a stopping run waits for cancelled evaluations
+_HEARTBEAT_SECONDS = 60.0  # a progress line at least this often while evaluations run
 
 
 class EvolutionError(RuntimeError):
@@ -81,10 +98,17 @@ def _load_entries(config: EvolutionConfig):
     return unique(entries)
 
 
-def _stored_config_mismatch(stored: dict, current: dict) -> list[str]:
-    """Top-level keys whose values differ, budget excepted (extending a run is allowed)."""
-    return sorted(k for k in set(stored) | set(current)
-                  if k != "budget" and stored.get(k) != current.get(k))  # fmt: skip
+def _changed_keys(stored: dict, current: dict) -> list[str]:
+    """Top-level config keys whose values differ."""
+    return sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+
+
+def _now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
 
 
 def make_agents(config: EvolutionConfig) -> tuple[Researcher, Analyser, Judge]:
@@ -95,21 +119,42 @@ def make_agents(config: EvolutionConfig) -> tuple[Researcher, Analyser, Judge]:
 
 
 class Controller:
+    """One evolution run in `workdir`; use as a context manager (or call `close`), which
+    releases the workdir and the database."""
+
     def __init__(self, config: EvolutionConfig, workdir: str | Path,
                  log: Callable[[str], None] = print):  # fmt: skip
-        self.config, self.workdir, self.log = config, Path(workdir), log
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.db = Database(self.workdir / DATABASE)
+        self.config, self.log = config, log
+        self._exit = contextlib.ExitStack()
+        try:
+            self.workdir = self._exit.enter_context(hold(workdir, "evolution run"))
+            self.db = Database(self.workdir / DATABASE)
+            self._exit.callback(self.db.close)
+            self._open(config)
+        except BaseException:
+            self._exit.close()
+            raise
+
+    def _open(self, config: EvolutionConfig) -> None:
         current = json.loads(json.dumps(to_dict(config)))
         stored = self.db.get_meta("config")
         if stored is None:
             self.db.set_meta("config", current)
             self.db.set_meta("wall_seconds", 0.0)
-        elif mismatch := _stored_config_mismatch(stored, current):
-            raise EvolutionError(
-                f"{self.workdir} holds a run with a different configuration (keys {mismatch}); "
-                "resume with the same config, or use a new workdir"
-            )
+        elif changed := _changed_keys(stored, current):
+            if refused := [k for k in changed if k not in RESUMABLE_CHANGES]:
+                raise EvolutionError(
+                    f"{self.workdir} holds a run with a different configuration (keys "
+                    f"{refused}); resume with the same config (only {list(RESUMABLE_CHANGES)} "
+                    "may change), or use a new workdir"
+                )
+            self.db.set_meta("config_changes", [
+                *(self.db.get_meta("config_changes") or []),
+                {"at": _now(), **{k: {"from": stored.get(k), "to": current.get(k)}
+                                  for k in changed}},
+            ])  # fmt: skip
+            self.db.set_meta("config", current)
+            self.log(f"resuming with changed {', '.join(changed)} (recorded)")
         # Software and git revision of every start (a resumed run may differ). Not devices:
         # the controller never initialises an accelerator, which would take most of a GPU's
         # memory from the sandboxed workers; each training run's run.json records its own.
@@ -119,6 +164,7 @@ class Controller:
         self.cognition = CognitionStore(
             _load_entries(config), self.embedder, self.workdir / "cognition_index",
             IndexConfig(brute_force_limit=config.cognition.tree_threshold),
+            warn=self.log,
         )  # fmt: skip
         self.researcher, self.analyser, self.judge = make_agents(config)
         self.novelty = NoveltyIndex(self.embedder, self.db,
@@ -126,6 +172,17 @@ class Controller:
         self._wall_before = float(self.db.get_meta("wall_seconds") or 0.0)
         self._started = time.monotonic()
         self._researcher_exhausted = False
+        self._cancel = threading.Event()  # set when the run stops: kills sandboxes in flight
+        self._state: dict[str, Any] | None = None  # running / finished / failed / interrupted
+
+    def close(self) -> None:
+        self._exit.close()
+
+    def __enter__(self) -> Controller:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -- state ----------------------------------------------------------------------------
     def experiment(self, stage: str) -> ExperimentConfig:
@@ -133,13 +190,27 @@ class Controller:
             return self.config.explore
         return self.config.verify.experiment or self.config.explore
 
-    def engineer_config(self, stage: str, slot: int = 0) -> EngineerConfig:
+    def engineer_config(self, stage: str, slot: int = 0, *, reference: bool = False
+                        ) -> EngineerConfig:  # fmt: skip
+        """The reference baseline runs at the configured floors, retried once at twice them
+        if it runs out of time; everything else at the stage's limits (see `stage_limits`)."""
         c = self.config
-        return EngineerConfig(check=c.check, train=self.experiment(stage), limits=c.limits,
+        return EngineerConfig(check=c.check, train=self.experiment(stage),
+                              limits=c.limits.for_stage(None if reference else
+                                                        self.reference_usage(stage)),
+                              limit_retries=1 if reference else 0,
                               baseline=c.reference_baseline,
                               param_budget_ratio=c.param_budget_ratio,
                               max_attempts=c.max_attempts,
                               visible_devices=str(slot) if c.pin_devices else None)  # fmt: skip
+
+    def reference_usage(self, stage: str) -> dict[str, float] | None:
+        """The wall and CPU seconds the reference baseline took in `stage`, once measured."""
+        return (self.db.get_meta("reference_usage") or {}).get(stage)
+
+    def _is_reference(self, candidate: dict) -> bool:
+        reference = self.config.reference_baseline
+        return candidate["kind"] == "baseline" and candidate["name"] == reference
 
     def records(self, stage: str, status: str | None = None) -> list[Record]:
         return [Record.from_row(r) for r in self.db.evaluations(stage, status)]
@@ -176,12 +247,17 @@ class Controller:
     # -- generation 0 ----------------------------------------------------------------------
     def seed_baselines(self) -> None:
         """Baselines are candidates of generation 0 (reference first), queued for
-        exploration and judged among themselves (each against the others)."""
+        exploration and judged among themselves (each against the others). A reference
+        baseline that failed in an earlier start is queued again: nothing can be scored
+        without it, and the user may have raised the limits since."""
         names = [self.config.reference_baseline] + [
             b for b in self.config.baselines if b != self.config.reference_baseline
         ]
         for name in names:
-            if self.db.candidate_by_name(name) is not None:
+            if (existing := self.db.candidate_by_name(name)) is not None:
+                if name == self.config.reference_baseline:
+                    for stage in STAGES:
+                        self._requeue_if_failed(existing, stage)
                 continue
             cls = get_mixer(name)
             code = f"# baseline {name}: asi_jax.models.mixers.{cls.__name__}\n" + (
@@ -196,6 +272,17 @@ class Controller:
                 )  # fmt: skip
                 self.db.start_evaluation(cid, "explore")
             self.novelty.add(motivation)
+
+    def _requeue_if_failed(self, candidate: dict, stage: str) -> None:
+        rows = self.db.query("SELECT status FROM evaluations WHERE candidate_id = ? AND "
+                             "stage = ?", candidate["id"], stage)  # fmt: skip
+        if rows and rows[0]["status"] == "failed":
+            with self.db.transaction():
+                self.db.connection.execute("DELETE FROM scores WHERE candidate_id = ? AND "
+                                           "stage = ?", (candidate["id"], stage))  # fmt: skip
+                self.db.start_evaluation(candidate["id"], stage)
+            self.log(f"[{stage}] the reference baseline {candidate['name']} failed in an "
+                     "earlier start; it runs again")  # fmt: skip
 
     def _judge(self, candidate_id: int) -> None:
         """Scores a candidate against what came before it (a baseline: the other baselines)
@@ -311,24 +398,28 @@ class Controller:
     def _folder(self, candidate: dict, stage: str) -> Path:
         return self.workdir / "candidates" / f"{candidate['id']:04d}-{candidate['name']}" / stage
 
-    def evaluate(self, candidate: dict, stage: str, slot: int = 0) -> Result:
-        """Checks and trains one candidate in the sandbox; `slot` is the worker's index. An
+    def evaluate(self, candidate: dict, stage: str, engineer: EngineerConfig) -> Result:
+        """Checks and trains one candidate in the sandbox under `engineer` (made by
+        `engineer_config` in the controller thread, which alone reads the database). An
         error of the harness itself (not of the candidate) becomes a failed result too, so one
-        bad evaluation cannot stop a long run."""
+        bad evaluation cannot stop a long run. Raises `Cancelled` when the run is stopping."""
         try:
-            return self._evaluate(candidate, stage, slot)
+            return self._evaluate(candidate, stage, engineer)
+        except Cancelled:
+            raise
         except Exception as e:
             reason = "".join(traceback.format_exception(e))[-2000:]
             return Result(False, "engineer", reason, None, None, (), candidate["code"])
 
-    def _evaluate(self, candidate: dict, stage: str, slot: int) -> Result:
+    def _evaluate(self, candidate: dict, stage: str, engineer: EngineerConfig) -> Result:
         folder = self._folder(candidate, stage)
         if folder.exists():  # an interrupted earlier try: start it again from nothing
             shutil.rmtree(folder)
-        engineer = self.engineer_config(stage, slot)
         if candidate["kind"] == "baseline":
-            return run_candidate(candidate["code"], engineer, folder, baseline=candidate["name"])
-        return revise(candidate["code"], self.researcher.revise, engineer, folder)
+            return run_candidate(candidate["code"], engineer, folder, baseline=candidate["name"],
+                                 cancel=self._cancel)  # fmt: skip
+        return revise(candidate["code"], self.researcher.revise, engineer, folder,
+                      cancel=self._cancel)  # fmt: skip
 
     # -- recording (controller thread) ---------------------------------------------------
     def record(self, candidate: dict, stage: str, result: Result) -> None:
@@ -353,6 +444,17 @@ class Controller:
                  json.dumps(design.to_json()) if design else None, cid),
             )  # fmt: skip
         self.db.add_timing(cid, f"{stage}:evaluate", sum(a.seconds for a in result.attempts))
+        if ok and self._is_reference(candidate):
+            last = result.attempts[-1]
+            usage = {"wall_seconds": last.seconds, "cpu_seconds": last.cpu_seconds}
+            self.db.set_meta(
+                "reference_usage", {**(self.db.get_meta("reference_usage") or {}), stage: usage}
+            )
+            limits = self.config.limits.for_stage(usage)
+            self.log(f"[{stage}] {candidate['name']} took {last.seconds:.0f} s "
+                     f"({last.cpu_seconds or 0:.0f} s of CPU): the stage's limits are "
+                     f"{limits.wall_seconds:.0f} s of wall and {limits.cpu_seconds} s of CPU "
+                     "time per evaluation")  # fmt: skip
         self.score(stage)
         if stage == "explore":
             self._analyse(cid)
@@ -405,6 +507,26 @@ class Controller:
         self.db.add_timing(candidate_id, "analyse", time.monotonic() - started)
 
     # -- stages -------------------------------------------------------------------------
+    def _reference_pending(self, stage: str) -> bool:
+        reference = self.db.candidate_by_name(self.config.reference_baseline)
+        rows = self.db.query("SELECT status FROM evaluations WHERE candidate_id = ? AND "
+                             "stage = ?", reference["id"], stage)  # fmt: skip
+        return bool(rows) and rows[0]["status"] == "pending"
+
+    def _next(self, stage: str, queue: collections.deque, proposing: bool,
+              running: dict) -> dict | None:  # fmt: skip
+        """The next evaluation to start: while the reference baseline of the stage has not
+        finished, only the reference (it runs alone, see the module docstring)."""
+        if self._reference_pending(stage):
+            reference = next((c for c in queue if self._is_reference(c)), None)
+            if running or reference is None:
+                return None
+            queue.remove(reference)
+            self.log(f"[{stage}] the reference baseline {reference['name']} runs first and "
+                     "alone: its time sets the stage's limits")  # fmt: skip
+            return reference
+        return queue.popleft() if queue else (self.propose() if proposing else None)
+
     def run_stage(self, stage: str, *, proposing: bool) -> None:
         queue = collections.deque(
             self.db.candidate(r["candidate_id"]) for r in self.db.query(
@@ -415,34 +537,51 @@ class Controller:
             self.log(f"[{stage}] {len(queue)} evaluation(s) to run: "
                      + ", ".join(c["name"] for c in queue))  # fmt: skip
         pool = cf.ThreadPoolExecutor(self.config.workers)
-        running: dict[cf.Future, tuple[dict, int]] = {}
+        running: dict[cf.Future, tuple[dict, int, float]] = {}
         free_slots = list(range(self.config.workers))
         try:
             while True:
                 while free_slots:
-                    candidate = queue.popleft() if queue else (
-                        self.propose() if proposing else None)  # fmt: skip
+                    candidate = self._next(stage, queue, proposing, running)
                     if candidate is None:
                         break
-                    self.log(f"[{stage}] start {candidate['name']} "
-                             f"(generation {candidate['generation']})")  # fmt: skip
+                    self.log(f"[{stage}] start {self._describe(candidate)}")
                     slot = free_slots.pop(0)
-                    running[pool.submit(self.evaluate, candidate, stage, slot)] = (candidate, slot)
+                    engineer = self.engineer_config(
+                        stage, slot, reference=self._is_reference(candidate)
+                    )
+                    future = pool.submit(self.evaluate, candidate, stage, engineer)
+                    running[future] = (candidate, slot, time.monotonic())
                 if not running:
                     break
-                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                done, _ = cf.wait(running, timeout=_HEARTBEAT_SECONDS,
+                                  return_when=cf.FIRST_COMPLETED)  # fmt: skip
+                if not done:
+                    self.log(self._heartbeat(stage, running))
                 for future in done:
-                    candidate, slot = running.pop(future)
+                    candidate, slot, _ = running.pop(future)
                     free_slots.append(slot)
-                    self.record(candidate, stage, future.result())
-                    self.write_leaderboard()
+                    try:
+                        self.record(candidate, stage, future.result())
+                    finally:  # failures too, and a reference failure that stops the run
+                        self.write_leaderboard()
                     self.log(self.progress(stage, candidate["id"]))
+        except BaseException:
+            self._cancel_running(running)
+            raise
         finally:
-            # On an error or Ctrl-C, do not wait for evaluations in flight: they stay pending
-            # in the database and a resumed run redoes them.
-            pool.shutdown(wait=not running, cancel_futures=True)
+            pool.shutdown(wait=False, cancel_futures=True)
         if proposing and (reason := self.budget_left()):
             self.log(f"[{stage}] done: {reason}")
+
+    def _cancel_running(self, running: dict[cf.Future, tuple[dict, int, float]]) -> None:
+        """Kills the sandboxes of the evaluations in flight and waits (briefly) for their
+        threads; their rows stay pending, so a resumed run redoes them."""
+        self._cancel.set()
+        if running:
+            self.log(f"stopping: cancelling {len(running)} evaluation(s) in flight: "
+                     + ", ".join(c["name"] for c, _, _ in running.values()))  # fmt: skip
+            cf.wait(running, timeout=_CANCEL_GRACE_SECONDS)
 
     def promote(self) -> None:
         """Queues the top candidates by exploration fitness and every baseline for
@@ -459,13 +598,25 @@ class Controller:
         self.log(f"[verify] promoted {[r.name for r in chosen]} with the baselines")
 
     def run(self) -> dict[str, Any]:
-        """The whole run (or what is left of it); returns the leaderboard."""
-        self.seed_baselines()
-        self.catch_up()
-        self.run_stage("explore", proposing=True)
-        if self.config.verify.promote > 0:
-            self.promote()
-            self.run_stage("verify", proposing=False)
+        """The whole run (or what is left of it); returns the leaderboard. On an error or an
+        interruption the leaderboard records it, and the exception propagates."""
+        self._state = {"state": "running", "reason": None, "at": _now()}
+        try:
+            self.seed_baselines()
+            self.catch_up()
+            self.write_leaderboard()
+            self.run_stage("explore", proposing=True)
+            if self.config.verify.promote > 0:
+                self.promote()
+                self.run_stage("verify", proposing=False)
+        except BaseException as e:
+            interrupted = isinstance(e, KeyboardInterrupt)
+            self._state = {"state": "interrupted" if interrupted else "failed",
+                           "reason": "interrupted" if interrupted else str(e) or repr(e),
+                           "at": _now()}  # fmt: skip
+            self.write_leaderboard()
+            raise
+        self._state = {"state": "finished", "reason": self.budget_left(), "at": _now()}
         board = self.write_leaderboard()
         self.log(f"leaderboard: {self.workdir / LEADERBOARD}")
         return board
@@ -504,8 +655,14 @@ class Controller:
             "reference_baseline": reference, "seed": self.config.seed,
             "agents": {"researcher": self.researcher.name, "analyser": self.analyser.name,
                        "judge": self.judge.name},
+            "run": self._state,
             "wall_seconds": self.elapsed(), "compute_seconds": self._compute_seconds(),
+            "limits": {stage: {"reference": usage, **dataclasses.asdict(
+                           self.config.limits.for_stage(usage))}
+                       for stage in STAGES
+                       if (usage := self.reference_usage(stage)) is not None},
             "config": self.db.get_meta("config"),
+            "config_changes": self.db.get_meta("config_changes") or [],
             "environments": self.db.get_meta("environments"),
         }  # fmt: skip
         for stage in STAGES:
@@ -531,11 +688,44 @@ class Controller:
         os.replace(tmp, self.workdir / LEADERBOARD)
         return board
 
+    def _describe(self, candidate: dict) -> str:
+        if self._is_reference(candidate):
+            return f"baseline {candidate['name']} (reference)"
+        if candidate["kind"] == "baseline":
+            return f"baseline {candidate['name']}"
+        return f"{candidate['name']} (generation {candidate['generation']})"
+
+    def _stage_total(self, stage: str, rows: dict) -> int | None:
+        """Evaluations the stage will have run when it ends; None when only a wall or compute
+        budget bounds exploration."""
+        if stage == "verify" or self._researcher_exhausted or self.budget_left():
+            return len(rows)
+        if not self.config.budget.candidates:
+            return None
+        baselines = sum(1 for c in self.db.candidates() if c["kind"] == "baseline")
+        return baselines + self.config.budget.candidates
+
+    def _estimate_left(self, stage: str, rows: dict, total: int | None) -> str:
+        """Time left in the stage: the mean sandbox time of its finished evaluations, times
+        what remains, over the workers (the remaining wall budget when that is the bound)."""
+        finished = [r for r in self.db.evaluations(stage) if r["status"] != "pending"]
+        b = self.config.budget
+        if total is None:
+            if stage == "explore" and b.wall_seconds:
+                return f"~{_minutes(max(0.0, b.wall_seconds - self.elapsed()))} left (wall budget)"
+            return "time left unknown (compute budget)"
+        if not finished:
+            return "time left: estimating"
+        mean = sum(r["compute_seconds"] or 0.0 for r in finished) / len(finished)
+        left = mean * (total - len(finished)) / self.config.workers
+        return f"~{_minutes(left)} left in {stage}"
+
     def progress(self, stage: str, candidate_id: int) -> str:
+        """One line per finished evaluation: stage, finished/total, the outcome, the best so
+        far, failures, elapsed time and an estimate of the time left."""
         rows = {r.id: r for r in self.records(stage)}
         r = rows[candidate_id]
-        ranked = self.ranked(stage)
-        best = next((x for x in ranked if x.status == "evaluated"), None)
+        best = next((x for x in self.ranked(stage) if x.status == "evaluated"), None)
         failures = collections.Counter(x.failure_stage for x in rows.values()
                                        if x.status == "failed")  # fmt: skip
         if r.status == "evaluated":
@@ -546,17 +736,22 @@ class Controller:
         else:
             outcome = f"{r.status} at {r.failure_stage}: {_last_line(r.failure_reason)}"
         done = sum(x.status != "pending" for x in rows.values())
+        total = self._stage_total(stage, rows)
         leader = f"{best.name} {best.fitness:.3f}" if best else "none scored yet"
-        return (f"[{stage}] round {self._proposed()} | {r.name}: {outcome} | best {leader} | "
-                f"failures {dict(failures) or 0} | {done} done | "
-                f"{self.elapsed() / 60:.1f} min")  # fmt: skip
+        failed = ", ".join(f"{n} at {k}" for k, n in failures.items()) or "0"
+        return (f"[{stage} {done}/{total or '?'}] {self._describe(self.db.candidate(r.id))}: "
+                f"{outcome} | best {leader} | failed {failed} | "
+                f"{_minutes(self.elapsed())} elapsed, "
+                f"{self._estimate_left(stage, rows, total)}")  # fmt: skip
+
+    def _heartbeat(self, stage: str, running: dict[cf.Future, tuple[dict, int, float]]) -> str:
+        now = time.monotonic()
+        busy = ", ".join(f"{c['name']} {_minutes(now - t)}" for c, _, t in running.values())
+        return f"[{stage}] running: {busy} | {_minutes(self.elapsed())} elapsed"
 
 
 def evolve(config: EvolutionConfig, workdir: str | Path,
            log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
     """Runs (or resumes) the evolution in `workdir`; returns the leaderboard."""
-    controller = Controller(config, workdir, log)
-    try:
+    with Controller(config, workdir, log) as controller:
         return controller.run()
-    finally:
-        controller.db.close()
