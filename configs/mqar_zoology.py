@@ -12,17 +12,20 @@ measured at 8 pairs, which fill half the sequence.
 
 from ml_collections import config_dict
 
+from asi_jax.train.config import ExperimentConfig, complete
+
 
 def get_config() -> config_dict.ConfigDict:
-    c = config_dict.ConfigDict()
-    c.seed = 0
-    c.mixer = "softmax"
     vocab, seq_len = 64, 32
-    c.model = dict(vocab_size=vocab, d_model=64, num_layers=2, num_heads=1, max_positions=seq_len)
-    c.data = dict(kind="mqar", batch_size=64, seq_len=seq_len, seed=0, eval_examples=512,
+    return complete(ExperimentConfig, dict(
+        seed=0,
+        mixer="softmax",
+        model=dict(vocab_size=vocab, d_model=64, num_layers=2, num_heads=1,
+                   max_positions=seq_len),
+        data=dict(kind="mqar", batch_size=64, seq_len=seq_len, seed=0, eval_examples=512,
                   mqar=dict(vocab_size=vocab, seq_len=seq_len, num_kv_pairs=4),
-                  eval_kv_pairs=(4, 8))  # fmt: skip
-    c.optim = dict(learning_rate=3e-3, warmup_steps=30)
-    c.train = dict(steps=3000, log_every=100, eval_every=0, checkpoint_every=1000,
-                   keep_checkpoints=1)  # fmt: skip
-    return c
+                  eval_kv_pairs=(4, 8)),
+        optim=dict(learning_rate=3e-3, warmup_steps=30),
+        train=dict(steps=3000, log_every=100, eval_every=0, checkpoint_every=1000,
+                   keep_checkpoints=1),
+    ))  # fmt: skip

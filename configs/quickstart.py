@@ -13,6 +13,9 @@ for scripts/evaluate.py. The agents are the offline ones
 
 from ml_collections import config_dict
 
+from asi_jax.evolution.config import EvolutionConfig
+from asi_jax.train.config import complete
+
 
 def _experiment(seed: int, steps: int, checkpoint_every: int = 0) -> dict:
     vocab, seq_len = 64, 32
@@ -34,22 +37,22 @@ def _experiment(seed: int, steps: int, checkpoint_every: int = 0) -> dict:
 
 
 def get_config() -> config_dict.ConfigDict:
-    c = config_dict.ConfigDict()
-    c.seed = 0
-    c.workers = 2
-    c.agents = "offline"  # "llm": the researcher, analyser and judge call c.llm's model
-    c.llm = dict(
-        provider="gemini", model="gemini-2.5-pro", base_url="", api_key_env="GEMINI_API_KEY"
-    )
-    c.pin_devices = False  # True on a multi-accelerator host: worker i uses device i
-    c.baselines = ("linear_attention", "deltanet", "gated_deltanet")
-    c.reference_baseline = "deltanet"
-    c.explore = _experiment(seed=0, steps=200)
-    c.verify = dict(promote=2, experiment=_experiment(seed=1, steps=400, checkpoint_every=400))
-    c.budget = dict(candidates=24, wall_seconds=0.0, compute_seconds=0.0)
-    c.cognition = dict(embedder="hashing", extra_entries=(), top_k=4)
-    c.novelty_threshold = 0.97
-    c.check = dict(batch_sizes=(2,), seq_lens=(1, 37), cost_seq_len=128)
-    c.limits = dict(wall_seconds=300.0, cpu_seconds=900)
-    c.max_attempts = 2
-    return c
+    return complete(EvolutionConfig, dict(
+        seed=0,
+        workers=2,
+        agents="offline",  # "llm": the researcher, analyser and judge call llm's model
+        llm=dict(provider="gemini", model="gemini-2.5-pro", base_url="",
+                 api_key_env="GEMINI_API_KEY"),
+        pin_devices=False,  # True on a multi-accelerator host: worker i uses device i
+        baselines=("linear_attention", "deltanet", "gated_deltanet"),
+        reference_baseline="deltanet",
+        explore=_experiment(seed=0, steps=200),
+        verify=dict(promote=2, experiment=_experiment(seed=1, steps=400, checkpoint_every=400)),
+        budget=dict(candidates=24, wall_seconds=0.0, compute_seconds=0.0),
+        cognition=dict(embedder="hashing", extra_entries=(), top_k=4),
+        novelty_threshold=0.97,
+        check=dict(batch_sizes=(2,), seq_lens=(1, 37), cost_seq_len=128),
+        # Floors: each stage's limits are 4x what DeltaNet took there, where that is more.
+        limits=dict(wall_seconds=300.0, cpu_seconds=900, reference_multiple=4.0),
+        max_attempts=2,
+    ))  # fmt: skip

@@ -11,20 +11,24 @@ about 1.5-2 minutes per run for the linear mixers on 2 cores.
 
 from ml_collections import config_dict
 
+from asi_jax.train.config import ExperimentConfig, complete
+
 
 def get_config(variant: str = "mqar") -> config_dict.ConfigDict:
     if variant not in ("mqar", "bytes"):
         raise ValueError(f"configs/tiny_cpu.py takes 'mqar' or 'bytes', got {variant!r}")
-    c = config_dict.ConfigDict()
-    c.seed = 0
-    c.mixer = "deltanet"
     vocab = 256
-    c.model = dict(vocab_size=vocab, d_model=128, num_layers=4, num_heads=4, max_positions=0)
-    c.data = dict(kind=variant, batch_size=32, seq_len=64, seed=0, eval_examples=256)
+    data = dict(kind=variant, batch_size=32, seq_len=64, seed=0, eval_examples=256)
     if variant == "mqar":
-        c.data.mqar = dict(vocab_size=vocab, seq_len=64, num_kv_pairs=4)
-        c.data.eval_kv_pairs = (2, 4, 8)
-    c.optim = dict(learning_rate=3e-3, warmup_steps=30)
-    c.train = dict(steps=300, log_every=25, eval_every=0, checkpoint_every=100, keep_checkpoints=2)
-    c.monitor = dict(min_loss=0.0)
-    return c
+        data |= dict(mqar=dict(vocab_size=vocab, seq_len=64, num_kv_pairs=4),
+                     eval_kv_pairs=(2, 4, 8))  # fmt: skip
+    return complete(ExperimentConfig, dict(
+        seed=0,
+        mixer="deltanet",
+        model=dict(vocab_size=vocab, d_model=128, num_layers=4, num_heads=4, max_positions=0),
+        data=data,
+        optim=dict(learning_rate=3e-3, warmup_steps=30),
+        train=dict(steps=300, log_every=25, eval_every=0, checkpoint_every=100,
+                   keep_checkpoints=2),
+        monitor=dict(min_loss=0.0),
+    ))  # fmt: skip

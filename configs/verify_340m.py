@@ -12,17 +12,18 @@ Set vocab_size to your tokenizer's. Not yet run here: no pod slice has been avai
 
 from ml_collections import config_dict
 
+from asi_jax.train.config import ExperimentConfig, complete
+
 
 def get_config() -> config_dict.ConfigDict:
-    c = config_dict.ConfigDict()
-    c.seed = 0
-    c.mixer = "gated_deltanet"
-    c.model = dict(vocab_size=256, d_model=1024, num_layers=24, num_heads=8, tie_embeddings=False)
-    c.data = dict(kind="bytes", batch_size=256, seq_len=2048, seed=0, eval_examples=1024)
-    c.optim = dict(learning_rate=6e-4, warmup_steps=2000, weight_decay=0.1)
-    c.train = dict(
-        steps=50_000, log_every=50, eval_every=2500, checkpoint_every=1000,
-        keep_checkpoints=3, compute_dtype="bfloat16", mesh_data=1, mesh_fsdp=-1,
-    )  # fmt: skip
-    c.monitor = dict(min_loss=0.05, max_step_seconds=30.0)
-    return c
+    return complete(ExperimentConfig, dict(
+        seed=0,
+        mixer="gated_deltanet",
+        model=dict(vocab_size=256, d_model=1024, num_layers=24, num_heads=8,
+                   tie_embeddings=False),
+        data=dict(kind="bytes", batch_size=256, seq_len=2048, seed=0, eval_examples=1024),
+        optim=dict(learning_rate=6e-4, warmup_steps=2000, weight_decay=0.1),
+        train=dict(steps=50_000, log_every=50, eval_every=2500, checkpoint_every=1000,
+                   keep_checkpoints=3, compute_dtype="bfloat16", mesh_data=1, mesh_fsdp=-1),
+        monitor=dict(min_loss=0.05, max_step_seconds=30.0),
+    ))  # fmt: skip

@@ -18,8 +18,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
+from asi_jax import command_line
 from asi_jax.provenance import environment_record
 from pallas_kernels import benchmark
 
@@ -45,7 +46,7 @@ _OUTPUT = flags.DEFINE_string("output", "bench_results/kernels.json", "JSON file
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        raise command_line.UsageError(f"unexpected arguments: {argv[1:]}")
     shape = benchmark.Shape(
         _BATCH.value, _SEQ_LEN.value, _HEADS.value, _KEY_DIM.value, _VALUE_DIM.value
     )
@@ -65,7 +66,7 @@ def main(argv: list[str]) -> None:
             iters=_ITERS.value,
         )
     except ValueError as e:
-        raise app.UsageError(str(e)) from e
+        raise command_line.UsageError(str(e)) from e
     environment = environment_record()
     peak = benchmark.peak_flops(environment["devices"][0])
     print(benchmark.format_table(timings, peak=peak))
@@ -82,4 +83,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    command_line.run(main)

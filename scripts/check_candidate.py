@@ -10,8 +10,9 @@ from __future__ import annotations
 import sys
 import tempfile
 
-from absl import app, flags
+from absl import flags
 
+from asi_jax import command_line
 from asi_jax.candidates.checker import CheckConfig
 from asi_jax.candidates.cli import check_file, dumps
 from asi_jax.candidates.engineer import EngineerConfig
@@ -28,8 +29,7 @@ _TIMEOUT = flags.DEFINE_float("timeout", 300.0, "Wall-clock limit of the sandbox
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1 or not _CANDIDATE.value:
-        print("usage: check_candidate.py --candidate=PATH [--workdir=DIR]", file=sys.stderr)
-        sys.exit(2)
+        raise command_line.UsageError("usage: check_candidate.py --candidate=PATH [--workdir=DIR]")
     config = EngineerConfig(
         check=CheckConfig(d_model=_D_MODEL.value, num_heads=_NUM_HEADS.value),
         limits=Limits(wall_seconds=_TIMEOUT.value),
@@ -40,11 +40,10 @@ def main(argv: list[str]) -> None:
         with tempfile.TemporaryDirectory(prefix="asi_jax_check_") as tmp:
             verdict = check_file(_CANDIDATE.value, _WORKDIR.value or tmp, config)
     except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        raise command_line.UsageError(str(e)) from e
     print(dumps(verdict))
     sys.exit(0 if verdict["ok"] else 1)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    command_line.run(main)

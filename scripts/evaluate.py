@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
+from asi_jax import command_line
 from asi_jax.candidates.engineer import evaluate_candidate_run
 from asi_jax.candidates.worker import CANDIDATE_FILE
 from asi_jax.evals.checkpoint import evaluate_run, format_result, read_run_config
@@ -31,7 +32,7 @@ flags.mark_flag_as_required("workdir")
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        raise command_line.UsageError(f"unexpected arguments: {argv[1:]}")
     run_dir = Path(_WORKDIR.value)
     try:
         kv_pairs = None if _KV_PAIRS.value is None else [int(n) for n in _KV_PAIRS.value]
@@ -45,11 +46,11 @@ def main(argv: list[str]) -> None:
         else:
             result = evaluate_run(run_dir, **options)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
-        raise app.UsageError(str(e)) from e
+        raise command_line.UsageError(str(e)) from e
     print(format_result(result))
     step = result["step"]
     print(f"wrote {run_dir / 'evals' / f'step{step}.json'}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    command_line.run(main)

@@ -2,20 +2,24 @@
 
     python scripts/evolve.py --config=configs/quickstart.py --workdir=runs/quickstart
 
-Prints live progress (round, candidate, stage, best so far, failures by stage) and keeps
-`leaderboard.json` in the workdir up to date after every candidate. Running the same command
-again after an interruption (even `kill -9`) continues the run: finished candidates are kept,
-interrupted ones are re-run.
+Prints a line per finished evaluation (stage, finished/total, outcome, best so far,
+failures, elapsed time and an estimate of what is left) and keeps `leaderboard.json` in the
+workdir up to date. Running the same command again after an interruption (even `kill -9`)
+continues the run: finished candidates are kept, interrupted ones are re-run; only the
+`budget` and `limits` fields may change between starts. One run at a time per workdir.
+
+Exit status: 0 finished, 1 the run failed, 2 the command line or config is invalid (nothing
+ran), 130 interrupted (run the same command to resume).
 """
 
 from __future__ import annotations
 
 import json
-import os
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from asi_jax import command_line
 from asi_jax.evolution.config import from_config_dict
 from asi_jax.evolution.loop import EvolutionError, evolve
 
@@ -42,18 +46,21 @@ def _summary(board: dict) -> str:
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        raise command_line.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         config = from_config_dict(_CONFIG.value)
+    except (ValueError, TypeError) as e:
+        raise command_line.UsageError(f"config: {e}") from e
+    try:
         board = evolve(config, _WORKDIR.value, log=lambda line: print(line, flush=True))
-    except (ValueError, TypeError, EvolutionError) as e:
-        raise app.UsageError(str(e)) from e
+    except EvolutionError as e:
+        raise command_line.RunError(f"the run stopped: {e}") from e
     except KeyboardInterrupt:
         print(f"interrupted; run the same command again to resume {_WORKDIR.value}", flush=True)
-        os._exit(130)  # sandboxed workers notice their parent is gone and exit
+        command_line.fail("interrupted", command_line.INTERRUPTED_STATUS)
     print(_summary(board))
     print(json.dumps({"wall_seconds": round(board["wall_seconds"], 1)}))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    command_line.run(main)

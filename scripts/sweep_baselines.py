@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from asi_jax import command_line
 from asi_jax.evals.sweep import format_table, run_sweep
 from asi_jax.models.mixers import MIXERS
 from asi_jax.provenance import environment_record
@@ -29,12 +30,12 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        raise command_line.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         base = from_config_dict(_CONFIG.value)
         seeds = [int(s) for s in _SEEDS.value]
     except (ValueError, TypeError) as e:
-        raise app.UsageError(str(e)) from e
+        raise command_line.UsageError(str(e)) from e
     rows = run_sweep(base, _MIXERS.value, seeds, _WORKDIR.value)
     table = format_table(rows)
     print(table)
@@ -45,4 +46,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    command_line.run(main)

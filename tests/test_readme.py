@@ -28,3 +28,21 @@ def test_run_command_names_an_existing_script():
     assert scripts, command
     for script in scripts:
         assert (ROOT / script).is_file(), script
+
+
+def test_every_config_override_in_the_readme_names_a_field_its_config_has():
+    """ml_collections refuses an override of a field the config lacks: each documented
+    `--config.a.b=value` must exist in the config file that command loads."""
+    from asi_jax.command_line import _config_overrides, _dotted_fields, _load_config_file
+
+    commands = re.findall(r"^\.venv/bin/python scripts/\w+\.py .+$",
+                          (ROOT / "README.md").read_text(), re.MULTILINE)  # fmt: skip
+    checked = 0
+    for command in commands:
+        config, fields = _config_overrides(command.split(), "config")
+        if not config:
+            continue
+        known = set(_dotted_fields(_load_config_file(str(ROOT / config))))
+        assert not set(fields) - known, command
+        checked += len(fields)
+    assert checked >= 8

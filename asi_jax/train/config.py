@@ -1,7 +1,10 @@
 """Typed experiment configuration, converted once from the ml_collections ConfigDict.
 
 Library code sees only these frozen dataclasses. `from_config_dict` rejects unknown and
-misspelt keys and wrong types with the dotted path of the offending field.
+misspelt keys and wrong types with the dotted path of the offending field. Config files
+build their ConfigDict with `complete`, so it holds every field with its default and any
+field can be overridden on the command line (`--config.a.b=value`; ml_collections refuses a
+field the ConfigDict lacks).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import types
 import typing
 from collections.abc import Mapping
 from typing import Any
+
+from ml_collections import ConfigDict
 
 from asi_jax.data.pipeline import DataConfig
 from asi_jax.models.lm import ModelConfig
@@ -94,6 +99,42 @@ def convert(cls: type, values: Mapping[str, Any], path: str = ""):
         return cls(**kwargs)
     except TypeError as e:
         raise ValueError(f"{path or 'config'}: {e}") from None
+
+
+def _dataclass_arm(hint) -> type | None:
+    """The dataclass a field holds (also through `Config | None`), else None."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        arms = [a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)]
+        return arms[0] if len(arms) == 1 else None
+    return None
+
+
+def _filled(cls: type, base: Any, values: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """`base` (an instance of `cls`) as a nested dict, with `values` merged over it."""
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown config keys {[f'{path}{k}' for k in unknown]}")
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        current, given = getattr(base, f.name), values.get(f.name, dataclasses.MISSING)
+        arm = _dataclass_arm(hints[f.name])
+        if arm is not None and isinstance(given, Mapping):
+            start = current if current is not None else arm()
+            out[f.name] = _filled(arm, start, given, f"{path}{f.name}.")
+        elif arm is not None and given is dataclasses.MISSING and current is not None:
+            out[f.name] = _filled(arm, current, {}, f"{path}{f.name}.")
+        else:
+            out[f.name] = current if given is dataclasses.MISSING else given
+    return out
+
+
+def complete(cls: type, values: Mapping[str, Any]) -> ConfigDict:
+    """A ConfigDict with every field of the config dataclass `cls` at its default, and
+    `values` (nested mappings, as a config file writes them) merged over them."""
+    return ConfigDict(_filled(cls, cls(), values, ""))
 
 
 def _coerce(hint, value, path: str):
