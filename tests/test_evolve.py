@@ -2,6 +2,7 @@
 scoring, verification, the leaderboard, and resuming after `kill -9`."""
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -20,26 +21,28 @@ from asi_jax.evolution.loop import Controller, EvolutionError
 ROOT = Path(__file__).resolve().parents[1]
 
 _TINY = """
-from ml_collections import config_dict
+from asi_jax.evolution.config import EvolutionConfig
+from asi_jax.train.config import complete
 
 
 def get_config():
-    c = config_dict.ConfigDict()
     e = dict(seed=0, model=dict(vocab_size=32, d_model=32, num_layers=1, num_heads=2),
              data=dict(kind="mqar", batch_size=8, seq_len=16, seed=0, eval_examples=32,
                        mqar=dict(vocab_size=32, seq_len=16, num_kv_pairs=2),
                        eval_kv_pairs=(2, 4)),
              optim=dict(learning_rate=1e-2, warmup_steps=2),
              train=dict(steps=STEPS, log_every=20, checkpoint_every=0))
-    c.explore = e
-    # verification keeps its final checkpoints: orbax saving must work inside the sandbox
-    c.verify = dict(promote=1, experiment={**e, "train": {**e["train"], "checkpoint_every": STEPS}})
-    c.baselines = ("deltanet",)
-    c.workers = 1
-    c.budget = dict(candidates=2)
-    c.check = dict(batch_sizes=(2,), seq_lens=(1, 9), cost_seq_len=64, causal_seq_len=16,
-                   causal_positions=(0, 7))
-    return c
+    return complete(EvolutionConfig, dict(
+        explore=e,
+        # verification keeps its final checkpoints: orbax saving must work in the sandbox
+        verify=dict(promote=1,
+                    experiment={**e, "train": {**e["train"], "checkpoint_every": STEPS}}),
+        baselines=("deltanet",),
+        workers=1,
+        budget=dict(candidates=2),
+        check=dict(batch_sizes=(2,), seq_lens=(1, 9), cost_seq_len=64, causal_seq_len=16,
+                   causal_positions=(0, 7)),
+    ))
 """
 
 
@@ -49,7 +52,7 @@ def _config(tmp_path: Path, steps: int) -> Path:
     return path
 
 
-def _evolve(config: Path, workdir: str, cwd: Path) -> subprocess.Popen:
+def _evolve(config: Path, workdir: str, cwd: Path, *overrides: str) -> subprocess.Popen:
     """The README's run command, with a workdir relative to `cwd`."""
     return subprocess.Popen(
         [
@@ -57,6 +60,7 @@ def _evolve(config: Path, workdir: str, cwd: Path) -> subprocess.Popen:
             str(ROOT / "scripts" / "evolve.py"),
             f"--config={config}",
             f"--workdir={workdir}",
+            *overrides,
         ],
         cwd=cwd,
         stdout=subprocess.PIPE,
@@ -199,6 +203,55 @@ def test_readme_run_command_one_run_per_workdir_kill_9_sigterm_and_resume(tmp_pa
     assert all("git_revision" in e and "packages" in e for e in board["environments"])
     # the cognition index saved under the relative workdir was loaded, not rebuilt
     assert "could not be loaded" not in output
+
+
+def _cpu_hogs(count: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+@pytest.mark.slow  # about 8 minutes on 2 cores: everything runs beside two CPU hogs
+def test_a_busy_machine_is_not_a_failure(tmp_path):
+    """Two CPU hogs beside a run whose CPU-time floor is below what DeltaNet needs: the
+    reference runs out of CPU time at the floor, is retried at twice it, and the candidates
+    run at 4x what it took, so the run completes."""
+    from asi_jax.candidates.engineer import EngineerConfig, run_candidate
+    from asi_jax.evolution.config import from_config_dict
+
+    config = _config(tmp_path, steps=60)
+    hogs = _cpu_hogs(2)
+    try:
+        # What DeltaNet's evaluation costs here, now: the test's yardstick for the floors.
+        spec = importlib.util.spec_from_file_location("tiny", config)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        evolution = from_config_dict(module.get_config())
+        probe = EngineerConfig(check=evolution.check, train=evolution.explore,
+                               baseline="deltanet")  # fmt: skip
+        measured = run_candidate("", probe, tmp_path / "probe", baseline="deltanet")
+        assert measured.ok, measured.reason
+        cpu = measured.attempts[0].cpu_seconds
+        floor = max(1, int(0.7 * cpu))  # the first attempt runs out; twice it suffices
+        overrides = (f"--config.limits.cpu_seconds={floor}", "--config.limits.wall_seconds=3600",
+                     "--config.verify.promote=0")  # fmt: skip
+        process = _evolve(config, "run", tmp_path, *overrides)
+        output, _ = process.communicate(timeout=3600)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert process.returncode == 0, output
+    board = json.loads((tmp_path / "run" / "leaderboard.json").read_text())
+    assert board["run"]["state"] == "finished"
+    rows = board["explore"]["ranking"]
+    assert [r["status"] for r in rows] == ["evaluated"] * 3, rows
+    reference = next(r for r in rows if r["name"] == "deltanet")
+    attempts = json.loads((tmp_path / "run" / reference["folder"] / "engineer.json").read_text())[
+        "attempts"
+    ]
+    assert [a["limit"] for a in attempts] == ["cpu", None], attempts
+    assert [a["limits"]["cpu_seconds"] for a in attempts] == [floor, 2 * floor]
+    limits = board["limits"]["explore"]
+    assert limits["cpu_seconds"] >= 4 * attempts[1]["cpu_seconds"] > floor
 
 
 def test_resuming_with_another_config_is_refused(tmp_path):
