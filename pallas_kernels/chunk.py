@@ -21,7 +21,9 @@ log decays are <= 0) and is masked *before* the exp, so no exp of a large positi
 sum is ever formed and autodiff sees no inf * 0. Per-key-channel decays (GLA) would need a
 [C, C, K] tensor for that; we split each chunk into sub-chunks of 16 and use each sub-chunk's
 first position as the reference point for the blocks below the diagonal, as flash-linear-
-attention does, so only the [16, 16, K] diagonal blocks are formed in full.
+attention does, so only the [16, 16, K] diagonal blocks are formed in full. Those blocks are
+built with B, H and N flattened into one axis: with 7 axes, their gradient crashed XLA:CPU
+(see `_scores_per_key_decay`).
 
 Gradients: autodiff through this forward, except for the triangular solve, whose backward is
 written by hand (`_solve_unit_lower`). Autodiff of the rest is already chunked (the scan's
@@ -119,30 +121,37 @@ def _forward_substitution(lower: Array, rhs: Array) -> Array:
 
 
 def _scores_per_key_decay(q: Array, k: Array, b: Array) -> Array:
-    """Causal scores sum_c q_ic k_jc e^{b_ic - b_jc}; q, k, b: [..., C, K] -> [..., C, C]."""
+    """Causal scores sum_c q_ic k_jc e^{b_ic - b_jc}; q, k, b: [..., C, K] -> [..., C, C].
+
+    The leading axes are flattened into one, G, first, so no array here (or in its autodiff)
+    has more than 5 axes: XLA:CPU in jaxlib 0.10.2 segfaults (or hangs) *running* f32
+    multiply-reduce fusions it hands to YNNPACK when they have 7 or more axes, which the
+    [B, H, N, a, b', j, K] blocks had (the gradient segfaulted on AMD AVX2 machines;
+    jax-ml/jax#39257, #40412). Reproduction: tests/data/xla_cpu_gla_crash/repro.py.
+    """
     *lead, size, key_dim = q.shape
     sub = math.gcd(size, _SUB_CHUNK)
     n = size // sub
-    qs, ks, bs = (x.reshape(*lead, n, sub, key_dim) for x in (q, k, b))
+    qs, ks, bs = (x.reshape(math.prod(lead), n, sub, key_dim) for x in (q, k, b))
 
     # Blocks below the diagonal: reference r_a = b at the first position of sub-chunk a, so
     # e^{b_i - b_j} = e^{b_i - r_a} e^{r_a - b_j} with both exponents <= 0 for j in a block < a.
-    ref = bs[..., :, :1, :]  # [..., n, 1, K]
+    ref = bs[:, :, :1, :]  # [G, n, 1, K]
     q_off = qs * jnp.exp(bs - ref)
     below = _causal_mask(n, strict=True)  # [a, b']: b' < a
-    k_off = ks[..., None, :, :, :] * _masked_exp(
-        ref[..., :, None, :, :] - bs[..., None, :, :, :], below[:, :, None, None]
-    )  # [..., a, b', j, K]
-    off = jnp.einsum("...aic,...abjc->...aibj", q_off, k_off)
+    k_off = ks[:, None, :, :, :] * _masked_exp(
+        ref[:, :, None, :, :] - bs[:, None, :, :, :], below[:, :, None, None]
+    )  # [G, a, b', j, K]
+    off = jnp.einsum("gaic,gabjc->gaibj", q_off, k_off)
     off = off * below[:, None, :, None]
 
     # Diagonal blocks: the full [sub, sub, K] decay tensor, small enough at sub = 16.
     decay = _masked_exp(
-        bs[..., :, None, :] - bs[..., None, :, :], _causal_mask(sub)[:, :, None]
-    )  # [..., n, i, j, K]
-    diag = jnp.einsum("...aic,...ajc,...aijc->...aij", qs, ks, decay)
+        bs[:, :, :, None, :] - bs[:, :, None, :, :], _causal_mask(sub)[:, :, None]
+    )  # [G, n, i, j, K]
+    diag = jnp.einsum("gaic,gajc,gaijc->gaij", qs, ks, decay)
     eye = jnp.eye(n, dtype=diag.dtype)[:, None, :, None]
-    scores = off + eye * diag[..., :, :, None, :]
+    scores = off + eye * diag[:, :, :, None, :]  # [G, a, i, b', j]
     return scores.reshape(*lead, size, size)
 
 
