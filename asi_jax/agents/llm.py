@@ -170,7 +170,11 @@ _CONTRACT = f"""A candidate is one Python file defining `class Mixer(nnx.Module)
     Mixer(d_model: int, num_heads: int, *, rngs: nnx.Rngs)   # keyword options need defaults
     mixer(x: [B, T, d_model]) -> [B, T, d_model]              # causal, sub-quadratic in T
 Allowed imports: {", ".join(sorted(ALLOWED_IMPORTS))}. No file, network, process or
-environment access, no exec/eval/getattr, no `while` loops, no dunder attributes.
+environment access, no exec/eval/getattr, no `while` loops, no dunder attributes, no private
+(`_x`) attributes of modules. Modules are used only as `module.name`, never as values. Set
+attributes only as `self.x = ...` inside `__init__` or `__call__`; classes derive from nnx
+classes and define no dunder method but `__init__` and `__call__`; annotations are plain
+types.
 `pallas_kernels` provides chunked linear-attention ops (q, k: [B, T, H, K]; v: [B, T, H, V];
 returns (o [B, T, H, V], final_state)): linear_attention(q, k, v), simple_gla(q, k, v, g)
 with g [B, T, H] log decay, gla(q, k, v, gk) with gk [B, T, H, K], delta_rule(q, k, v, beta)
