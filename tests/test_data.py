@@ -154,3 +154,14 @@ def test_unknown_tokenizer_files_are_rejected(tmp_path):
         DataConfig(kind="bytes", tokenizer=str(tmp_path / "vocab.txt"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         DataConfig(kind="bytes", tokenizer=str(tmp_path / "none.model"))
+
+
+def test_data_paths_are_absolute_from_where_the_config_is_built(tmp_path, monkeypatch):
+    """Sandboxed workers read the run's files from another working directory: the config
+    carries absolute paths, and names them as the paths the workers may read."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus.txt").write_text("text\n")
+    config = DataConfig(kind="bytes", files=("corpus.txt",))
+    assert config.files == (str(tmp_path / "corpus.txt"),)
+    assert config.declared_paths == config.files
+    assert DataConfig(kind="mqar").declared_paths == ()  # MQAR reads no files

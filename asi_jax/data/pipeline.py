@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 
 import grain
 import jax
@@ -32,6 +33,11 @@ class DataConfig:
     eval_kv_pairs: tuple[int, ...] = ()
 
     def __post_init__(self):
+        # Absolute from where the config is built (the user's working directory): the files
+        # are read by sandboxed workers, whose working directory is a candidate's folder.
+        object.__setattr__(self, "files", tuple(os.path.abspath(f) for f in self.files))
+        if self.tokenizer:
+            object.__setattr__(self, "tokenizer", os.path.abspath(self.tokenizer))
         if self.kind not in ("mqar", "bytes"):
             raise ValueError(f"data.kind must be 'mqar' or 'bytes', got {self.kind!r}")
         if self.batch_size < 1 or self.seq_len < 2:
@@ -47,6 +53,12 @@ class DataConfig:
             raise ValueError(
                 f"data.mqar.seq_len ({self.mqar.seq_len}) must equal data.seq_len ({self.seq_len})"
             )
+
+    @property
+    def declared_paths(self) -> tuple[str, ...]:
+        """The files this data is read from, beyond the interpreter's own (the default corpus):
+        what a sandboxed worker may read besides its folder."""
+        return (*self.files, self.tokenizer) if self.tokenizer else self.files
 
     @property
     def vocab_size(self) -> int:
