@@ -14,7 +14,7 @@ from asi_jax.models.mixers import get_mixer
 from asi_jax.train.config import from_config_dict
 
 ALL_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
-EVOLUTION_CONFIGS = [p for p in ALL_CONFIGS if p.stem == "quickstart"]
+EVOLUTION_CONFIGS = [p for p in ALL_CONFIGS if p.stem in ("quickstart", "evolve_text")]
 CONFIGS = [p for p in ALL_CONFIGS if p not in EVOLUTION_CONFIGS]
 VARIANTS = {
     "tiny_cpu": ["mqar", "bytes"],
@@ -44,7 +44,7 @@ def test_config_converts(path, variant):
 
 def test_every_config_file_is_covered():
     assert {p.stem for p in CONFIGS} == set(VARIANTS)
-    assert [p.stem for p in EVOLUTION_CONFIGS] == ["quickstart"]
+    assert [p.stem for p in EVOLUTION_CONFIGS] == ["evolve_text", "quickstart"]
 
 
 @pytest.mark.parametrize("path", EVOLUTION_CONFIGS, ids=lambda p: p.stem)

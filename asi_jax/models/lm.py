@@ -22,7 +22,7 @@ MixerFactory = Callable[..., nnx.Module]  # (d_model, num_heads, *, rngs) -> Mix
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    vocab_size: int
+    vocab_size: int  # 0 in an experiment config: the data's (its tokenizer's) vocabulary
     d_model: int
     num_layers: int
     num_heads: int
@@ -34,7 +34,10 @@ class ModelConfig:
     max_positions: int = 0
 
     def __post_init__(self):
-        for name in ("vocab_size", "d_model", "num_layers", "num_heads"):
+        if self.vocab_size < 0:
+            raise ValueError(f"model.vocab_size must be >= 0 (0: the data's), got "
+                             f"{self.vocab_size}")  # fmt: skip
+        for name in ("d_model", "num_layers", "num_heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
         if self.d_model % self.num_heads:

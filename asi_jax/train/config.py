@@ -72,6 +72,10 @@ class ExperimentConfig:
     monitor: MonitorConfig = MonitorConfig()
 
     def __post_init__(self):
+        if self.model.vocab_size == 0:  # the data's: a tokenizer file's size, 256 for bytes
+            object.__setattr__(
+                self, "model", dataclasses.replace(self.model, vocab_size=self.data.vocab_size)
+            )
         if self.model.vocab_size != self.data.vocab_size:
             raise ValueError(
                 f"model.vocab_size ({self.model.vocab_size}) must equal the data's vocabulary "
