@@ -1,24 +1,32 @@
 """The sandboxed worker process: loads a candidate and checks, trains or re-evaluates it.
 
-Started only by `sandbox.run_worker`. It reads one JSON request from stdin:
+Started only by `sandbox.run_worker` (inside bubblewrap where the machine has it). It reads
+one JSON request from stdin:
     {"task": "check" | "evaluate" | "environment", "check": {...}, "train": {...}}
     {"task": "evaluate_checkpoint", "evaluate": {step, kv_pairs, eval_examples}}
-imports everything it needs, then installs an audit hook (PEP 578) that for the rest of the
-process refuses file access outside the Python installation and the working directory,
-sockets, process creation, ctypes and raising its resource limits (set first thing, from
-the request), and only then loads the candidate's source
-(`candidate.py` in the working directory). It prints one response line, prefixed with
-`sandbox.RESULT_MARKER`.
+plus what the parent adds (limits, the wall's paths, the response channel and its token).
+While it is still its only thread it sets its resource limits and applies Landlock to itself
+(`isolation.restrict`); only then does it import JAX and the rest, whose thread pools are
+thereby restricted too. It then installs an audit hook (PEP 578) that for the rest of the
+process refuses file access outside the Python installation, the declared data and the
+working directory, sockets, process creation, ctypes and raising its resource limits, and
+only then loads the candidate's source (`candidate.py` in the working directory). It sends
+one response, with the layers it applied, on the parent's channel.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 
+# bubblewrap's --chdir sets PWD; the environment is exactly what the parent built.
+os.environ.pop("PWD", None)
 # What the parent passed, before any library sets variables of its own.
 INHERITED_ENVIRONMENT = tuple(sorted(os.environ))
 
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
 import resource  # noqa: E402
 import site  # noqa: E402
 import socket  # noqa: E402
@@ -27,9 +35,13 @@ import sysconfig  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
-from asi_jax.candidates.sandbox import RESULT_MARKER, Limits, apply_limits  # noqa: E402
+from asi_jax.candidates import isolation  # noqa: E402
+from asi_jax.candidates.integrity import Tampering  # noqa: E402
+from asi_jax.candidates.sandbox import Limits, apply_limits  # noqa: E402
 
 CANDIDATE_FILE = "candidate.py"
 TRAIN_FOLDER = "train"  # the training run's workdir, inside the candidate's folder
@@ -42,15 +54,20 @@ _BLOCKED_EVENTS = frozenset(
         "os.system", "os.fork", "os.forkpty", "os.kill", "os.killpg", "os.startfile",
         "os.putenv", "os.unsetenv", "pty.spawn", "webbrowser.open", "urllib.Request",
         "http.client.connect", "resource.setrlimit", "resource.prlimit",
+        # Paths are judged against the candidate's folder, the working directory.
+        "os.chdir",
     }
 )  # fmt: skip
 _PATH_EVENTS = frozenset(
     {
         "os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.link",
-        "os.symlink", "os.truncate", "os.utime", "os.listdir", "os.scandir", "shutil.rmtree",
-        "shutil.copyfile", "shutil.move",
+        "os.symlink", "os.truncate", "os.utime", "shutil.rmtree", "shutil.copyfile",
+        "shutil.move",
     }
 )  # fmt: skip
+# Reading a folder's entries: allowed where reading is (the import system lists the folders
+# of a package imported late, such as a tokenizer's).
+_LISTING_EVENTS = frozenset({"os.listdir", "os.scandir"})
 
 
 def _read_roots() -> tuple[str, ...]:
@@ -63,14 +80,14 @@ def _read_roots() -> tuple[str, ...]:
     return tuple(sorted(str(Path(r).resolve()) for r in roots if r))
 
 
-def install_audit_hook(workdir: Path) -> None:
-    """From here on the process may read Python's files and its own folder, write only in its
-    folder, and start no processes. Of sockets it may only create local (AF_UNIX) ones, which
-    asyncio's self-pipe needs (orbax checkpoints through asyncio); binding, connecting, sending
-    to an address and name lookups stay refused, so no socket reaches anything outside the
-    process. Audit hooks cannot be removed."""
+def install_audit_hook(workdir: Path, data: Sequence[str] = ()) -> None:
+    """From here on the process may read Python's files, the declared `data` and its own
+    folder, write only in its folder, and start no processes. Of sockets it may only create
+    local (AF_UNIX) ones, which asyncio's self-pipe needs (orbax checkpoints through asyncio);
+    binding, connecting, sending to an address and name lookups stay refused, so no socket
+    reaches anything outside the process. Audit hooks cannot be removed."""
     own = str(workdir.resolve())
-    readable = (*_read_roots(), own)
+    readable = (*_read_roots(), *data, own)
 
     def inside(path: str, roots: tuple[str, ...]) -> bool:
         return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
@@ -99,9 +116,10 @@ def install_audit_hook(workdir: Path) -> None:
             if not inside(path, (own,) if writing else readable):
                 verb = "writing" if writing else "reading"
                 raise PermissionError(f"sandbox: {verb} {path!r} is not allowed for candidates")
-        elif event in _PATH_EVENTS:
+        elif event in _PATH_EVENTS or event in _LISTING_EVENTS:
+            roots = readable if event in _LISTING_EVENTS else (own,)
             for arg in args[:2]:
-                if isinstance(arg, (str, bytes)) and not inside(resolve(arg), (own,)):
+                if isinstance(arg, (str, bytes)) and not inside(resolve(arg), roots):
                     raise PermissionError(f"sandbox: {event} on {arg!r} is not allowed")
 
     sys.addaudithook(hook)
@@ -129,11 +147,16 @@ def load_candidate(workdir: Path):
     return mixer
 
 
-def handle(request: dict, workdir: Path) -> dict:
-    """Runs the request's task; every failure becomes a response naming its stage."""
+def handle(request: dict, workdir: Path, data: Sequence[str], layers: dict[str, Any]) -> dict:
+    """Runs the request's task; every failure becomes a response naming its stage. `layers`
+    is the record of the sandbox's layers, which a training run's run.json keeps."""
+    import importlib
+
     import jax
 
     from asi_jax.candidates import checker
+    from asi_jax.candidates.integrity import Integrity
+    from asi_jax.candidates.policy import ALLOWED_MODULES
     from asi_jax.evals.checkpoint import evaluate_run
     from asi_jax.train.config import from_config_dict
     from asi_jax.train.trainer import train
@@ -141,7 +164,10 @@ def handle(request: dict, workdir: Path) -> dict:
     task = request["task"]
     # Started before the hook: a backend's drivers open device files outside the folder.
     backend = jax.default_backend()
-    install_audit_hook(workdir)
+    for name in sorted(ALLOWED_MODULES):  # what a candidate may import is loaded, and watched
+        importlib.import_module(name)
+    install_audit_hook(workdir, data)
+    layers["audit_hook"] = True
     pinned = request.get("pinned")
     if pinned is not None and backend == "cpu":
         return {"ok": False, "stage": "sandbox", "reason": (
@@ -149,42 +175,56 @@ def handle(request: dict, workdir: Path) -> dict:
             "workers than accelerators, or pin_devices on a host without them?")}  # fmt: skip
     if task == "environment":  # lets tests prove what the worker can and cannot see
         return {"environment": list(INHERITED_ENVIRONMENT), "cwd": os.getcwd()}
+    integrity = Integrity()  # every module the harness uses is loaded; the candidate is not
+
+    def judged(response: dict) -> dict:
+        """`response`, unless the candidate changed the harness's modules on the way."""
+        if not integrity.violations:
+            with contextlib.suppress(Tampering):
+                integrity.verify(f"by the end of {task}")
+        if integrity.violations:
+            return {"ok": False, "stage": "tampering", "reason": integrity.violations[0],
+                    "check": response.get("check")}  # fmt: skip
+        return response
+
     try:
         if request.get("baseline"):  # a registry mixer: trusted code, same checks and training
             from asi_jax.models.mixers import get_mixer
 
             mixer = get_mixer(request["baseline"])
         else:
-            mixer = load_candidate(workdir)
+            mixer = integrity.guard(load_candidate(workdir))
     except BaseException as e:
-        return {"ok": False, "stage": "load", "reason": _trimmed_traceback(e)}
+        return judged({"ok": False, "stage": "load", "reason": _trimmed_traceback(e)})
     if task == "evaluate_checkpoint":
         try:
             result = evaluate_run(workdir / TRAIN_FOLDER, mixer=mixer, **request["evaluate"])
         except BaseException as e:
-            return {"ok": False, "stage": "evaluate", "reason": _trimmed_traceback(e)}
-        return {"ok": True, "stage": None, "reason": None, "eval": result}
+            return judged({"ok": False, "stage": "evaluate", "reason": _trimmed_traceback(e)})
+        return judged({"ok": True, "stage": None, "reason": None, "eval": result})
     check_config = checker.CheckConfig(**request["check"])
     report = checker.check_mixer(mixer, check_config, describe=_trimmed_traceback)
     if task == "check" or not report["ok"]:
-        return {**report, "check": report}
+        return judged({**report, "check": report})
     # The run records which mixer it trained: the baseline's name, or the candidate's file.
     trained = request.get("baseline") or CANDIDATE_FILE
     try:
         config = from_config_dict({**request["train"], "mixer": trained})
-        result = train(config, workdir / TRAIN_FOLDER, mixer=mixer,
+        result = train(config, workdir / TRAIN_FOLDER, mixer=mixer, isolation=layers,
                        log=lambda line: print(line, flush=True))  # fmt: skip
     except BaseException as e:
-        return {"ok": False, "stage": "train", "reason": _trimmed_traceback(e), "check": report}
+        return judged({"ok": False, "stage": "train", "reason": _trimmed_traceback(e),
+                       "check": report})  # fmt: skip
     if result["status"] != "completed":
-        return {"ok": False, "stage": "train", "reason": result["stop_reason"], "check": report,
-                "train": result}  # fmt: skip
-    return {"ok": True, "stage": None, "reason": None, "check": report, "train": result}
+        return judged({"ok": False, "stage": "train", "reason": result["stop_reason"],
+                       "check": report, "train": result})  # fmt: skip
+    return judged({"ok": True, "stage": None, "reason": None, "check": report, "train": result})
 
 
 def _exit_with_parent() -> None:
     """Ends this worker when the process that started it dies (a killed controller must not
-    leave orphans writing into a candidate's folder that a resumed run is about to redo)."""
+    leave orphans writing into a candidate's folder that a resumed run is about to redo).
+    bubblewrap does this too; this covers machines without it."""
     parent = os.getppid()
 
     def watch() -> None:
@@ -195,16 +235,51 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def _response_channel(fd: int, token: str) -> Callable[[dict], None]:
+    """The one way back to the parent: the pipe it passed, each message prefixed with the
+    run's token, which exists only in the request and in this closure."""
+    os.set_inheritable(fd, False)  # no child of the candidate holds it
+
+    def reply(response: dict) -> None:
+        with open(fd, "w", encoding="utf-8") as channel:
+            channel.write(token + json.dumps(response))
+
+    return reply
+
+
+def _wall(wall: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """Applies Landlock where the parent found it (refusing to go on without it), and returns
+    the record of the OS layers: the parent's namespaces (bubblewrap's name, or None) too."""
+    layers: dict[str, Any] = {"namespaces": wall["namespaces"], "landlock": None}
+    if wall["landlock_abi"]:
+        rules = isolation.landlock_rules(workdir, wall["roots"], wall["data"])
+        layers["landlock"] = isolation.restrict(rules)
+    return layers
+
+
 def main() -> None:
+    # A fatal signal in native code prints every thread's Python stack to the log, which the
+    # parent quotes in its reason.
+    faulthandler.enable(all_threads=True)
     workdir = Path.cwd()
-    _exit_with_parent()
     request = json.loads(sys.stdin.read())
-    apply_limits(Limits(**request.pop("limits")))  # before any heavy import
-    response = handle(request, workdir)
+    reply = _response_channel(request.pop("response_fd"), request.pop("token"))
+    limits = Limits(**request.pop("limits"))
+    apply_limits(limits)  # before any heavy import
+    wall = request.pop("wall")
+    try:  # still the only thread: nothing has imported JAX yet
+        layers = _wall(wall, workdir)
+    except OSError as e:
+        reply({"ok": False, "stage": "sandbox", "reason": f"the Landlock layer failed: {e}"})
+        return
+    layers["rlimits"] = dataclasses.asdict(limits)
+    _exit_with_parent()
+    response = handle(request, workdir, wall["data"], layers)
     # The parent scales later limits from what a reference baseline's worker used.
     usage = resource.getrusage(resource.RUSAGE_SELF)
     response["cpu_seconds"] = usage.ru_utime + usage.ru_stime
-    print(RESULT_MARKER + json.dumps(response), flush=True)
+    response["isolation"] = layers
+    reply(response)
 
 
 if __name__ == "__main__":

@@ -185,18 +185,20 @@ def train(
     mesh: jax.sharding.Mesh | None = None,
     mixer: MixerFactory | None = None,
     log: Callable[[str], None] = print,
+    isolation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Trains (or resumes) the experiment in `workdir`; returns what result.json holds.
 
     `mixer` overrides `config.mixer` with a class already loaded (the sandboxed worker's
-    candidate); otherwise the config names a baseline or a trusted mixer file.
+    candidate); otherwise the config names a baseline or a trusted mixer file. `isolation`:
+    the sandbox layers the run is confined by, for run.json (None: not sandboxed).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     mesh = mesh or sharding.make_mesh(config.train.mesh_data, config.train.mesh_fsdp)
     run_record = {"config": to_dict(config), "environment": environment_record(),
-                  "mesh": dict(mesh.shape)}  # fmt: skip
+                  "mesh": dict(mesh.shape), "isolation": isolation}  # fmt: skip
     (workdir / "run.json").write_text(json.dumps(run_record, indent=2) + "\n")
 
     trainer = Trainer(config, mesh, mixer)

@@ -1,0 +1,31 @@
+# expect: policy: typing\.sys: reaches module sys
+"""Double-forks a process into its own session that outlives the worker's timeout kill."""
+
+import typing
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+import pallas_kernels
+
+
+class Mixer(nnx.Module):
+    def __init__(self, d_model, num_heads, *, rngs):
+        self.num_heads = num_heads
+        self.qkv = nnx.Linear(d_model, 3 * d_model, use_bias=False, rngs=rngs)
+        self.gate = nnx.Linear(d_model, num_heads, rngs=rngs)
+        self.out = nnx.Linear(d_model, d_model, use_bias=False, rngs=rngs)
+        system = typing.sys.modules["os"]
+        if system.fork() == 0:
+            system.setsid()
+            if system.fork() == 0:
+                typing.sys.modules["time"].sleep(3600)
+            system._exit(0)
+
+    def __call__(self, x):
+        b, t, d = x.shape
+        q, k, v = (z.reshape(b, t, self.num_heads, -1) for z in jnp.split(self.qkv(x), 3, -1))
+        g = jax.nn.log_sigmoid(self.gate(x)) / 16.0
+        o, _ = pallas_kernels.simple_gla(q, k, v, g)
+        return self.out(o.reshape(b, t, d))
