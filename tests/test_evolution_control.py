@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from asi_jax.candidates import engineer
+from asi_jax.candidates import engineer, isolation
 from asi_jax.candidates.sandbox import Cancelled, SandboxResult
 from asi_jax.evolution.config import from_config_dict
 from asi_jax.evolution.loop import Controller, EvolutionError
@@ -31,7 +31,8 @@ class StubWorker:
         self.behaviour, self.calls, self.lock = behaviour, [], threading.Lock()
         self.saw_cancel = threading.Event()
 
-    def __call__(self, request, folder, limits, *, visible_devices=None, cancel=None):
+    def __call__(self, request, folder, limits, *, read_only_paths=(), visible_devices=None,
+                 cancel=None):  # fmt: skip
         folder = Path(folder)
         stage = folder.parent.name
         name = request["baseline"] or folder.parents[1].name.split("-", 1)[1]
@@ -153,3 +154,23 @@ def test_a_fatal_error_cancels_the_evaluations_in_flight(tmp_path, monkeypatch):
     board = json.loads((tmp_path / "leaderboard.json").read_text())
     assert board["run"] == {"state": "failed", "reason": "the researcher broke",
                             "at": board["run"]["at"]}  # fmt: skip
+
+
+def test_model_written_code_needs_the_os_layers_or_an_explicit_opt_in(tmp_path, monkeypatch):
+    missing = isolation.Isolation(None, None, 0, "test", ("no working bubblewrap: install it",))
+    monkeypatch.setattr(isolation, "detect", lambda: missing)
+    llm = {"agents": "llm", "llm": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1",
+                                    "api_key_env": "NO_SUCH_KEY_VARIABLE"}}  # fmt: skip
+    with pytest.raises(
+        EvolutionError,
+        match=r"lacks the sandbox's OS layers.*no working "
+        r"bubblewrap: install it.*allow_llm_code_without_os_sandbox=True",
+    ):
+        Controller(_config(**llm), tmp_path / "refused")
+    assert not (tmp_path / "refused" / "evolution.sqlite").exists()  # refused before anything
+    lines = []
+    with Controller(_config(), tmp_path / "offline", log=lines.append) as controller:
+        recorded = controller.db.get_meta("environments")[-1]["isolation"]
+    assert recorded["complete"] is False and recorded["problems"] == list(missing.problems)
+    assert any("INCOMPLETE" in line for line in lines)
+    assert any("running without the OS layers" in line for line in lines)

@@ -104,6 +104,10 @@ class EvolutionConfig:
     limits: StageLimits = StageLimits()
     max_attempts: int = 2  # sources tried per candidate: the first, then each revision
     param_budget_ratio: float = 1.5  # times the reference baseline's mixer parameters
+    # With agents="llm" on a machine without the sandbox's OS layers (bubblewrap namespaces
+    # and Landlock), model-written code would run behind the audit hook and rlimits alone:
+    # refused unless this is set, which accepts that risk.
+    allow_llm_code_without_os_sandbox: bool = False
 
     def __post_init__(self):
         if self.agents not in ("offline", "llm"):

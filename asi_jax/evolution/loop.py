@@ -45,6 +45,7 @@ from asi_jax.agents.llm import LLMAnalyser, LLMError, LLMJudge, LLMResearcher, m
 from asi_jax.agents.offline_analyser import OfflineAnalyser, component_effects
 from asi_jax.agents.offline_judge import OfflineJudge
 from asi_jax.agents.offline_researcher import OfflineResearcher, known_design_keys
+from asi_jax.candidates import isolation
 from asi_jax.candidates.engineer import EngineerConfig, Result, code_hash, revise, run_candidate
 from asi_jax.candidates.sandbox import Cancelled
 from asi_jax.cognition.embedders import make_embedder
@@ -65,7 +66,7 @@ STAGES = ("explore", "verify")
 LEADERBOARD = "leaderboard.json"
 DATABASE = "evolution.sqlite"
 # Fields of the config a resumed run may change (recorded in the database when it does).
-RESUMABLE_CHANGES = ("budget", "limits")
+RESUMABLE_CHANGES = ("budget", "limits", "allow_llm_code_without_os_sandbox")
 _CANCEL_GRACE_SECONDS = 10.0  # how long a stopping run waits for cancelled evaluations
 _HEARTBEAT_SECONDS = 60.0  # a progress line at least this often while evaluations run
 
@@ -125,6 +126,18 @@ class Controller:
     def __init__(self, config: EvolutionConfig, workdir: str | Path,
                  log: Callable[[str], None] = print):  # fmt: skip
         self.config, self.log = config, log
+        self.isolation = isolation.detect()
+        self.log(self.isolation.describe())
+        if not self.isolation.complete:
+            if config.agents == "llm" and not config.allow_llm_code_without_os_sandbox:
+                raise EvolutionError(
+                    "this machine lacks the sandbox's OS layers, so model-written candidates "
+                    f"would run behind the audit hook alone ({'; '.join(self.isolation.problems)}"
+                    "); fix that, or accept the risk with "
+                    "--config.allow_llm_code_without_os_sandbox=True"
+                )
+            self.log("sandbox: running without the OS layers (the offline grammar's candidates "
+                     "are our own code; model-written ones would need them)")  # fmt: skip
         self._exit = contextlib.ExitStack()
         try:
             self.workdir = self._exit.enter_context(hold(workdir, "evolution run"))
@@ -155,11 +168,11 @@ class Controller:
             ])  # fmt: skip
             self.db.set_meta("config", current)
             self.log(f"resuming with changed {', '.join(changed)} (recorded)")
-        # Software and git revision of every start (a resumed run may differ). Not devices:
-        # the controller never initialises an accelerator, which would take most of a GPU's
-        # memory from the sandboxed workers; each training run's run.json records its own.
-        self.db.set_meta("environments", [*(self.db.get_meta("environments") or []),
-                                          environment_record(devices=False)])  # fmt: skip
+        # Software, git revision and sandbox of every start (a resumed run may differ). Not
+        # devices: the controller never initialises an accelerator, which would take most of a
+        # GPU's memory from the sandboxed workers; each training run's run.json records its own.
+        start = {**environment_record(devices=False), "isolation": self.isolation.to_json()}
+        self.db.set_meta("environments", [*(self.db.get_meta("environments") or []), start])
         self.embedder = make_embedder(config.cognition.embedder)
         self.cognition = CognitionStore(
             _load_entries(config), self.embedder, self.workdir / "cognition_index",
