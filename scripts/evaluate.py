@@ -27,6 +27,9 @@ _STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest
 _KV_PAIRS = flags.DEFINE_list("kv_pairs", None, "MQAR: numbers of key-value pairs to test.")
 _EXAMPLES = flags.DEFINE_integer("eval_examples", None, "Held-out examples per set.")
 _MIXER = flags.DEFINE_string("mixer", None, "A baseline or your own mixer file to build.")
+_DATA = flags.DEFINE_list("data", [], "For a candidate's run on text: its corpus and tokenizer "
+                          "files, which its sandbox may read (named by you: the candidate "
+                          "could write its run.json).")  # fmt: skip
 flags.mark_flag_as_required("workdir")
 
 
@@ -42,7 +45,8 @@ def main(argv: list[str]) -> None:
             result = evaluate_run(run_dir, mixer=resolve_mixer(_MIXER.value), **options)
         elif trained not in MIXERS and (run_dir.parent / CANDIDATE_FILE).is_file():
             print(f"evaluating the candidate in {run_dir.parent} in the sandbox")
-            result = evaluate_candidate_run(run_dir.parent, **options)
+            result = evaluate_candidate_run(run_dir.parent, read_only_paths=_DATA.value,
+                                            **options)  # fmt: skip
         else:
             result = evaluate_run(run_dir, **options)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:

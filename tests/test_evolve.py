@@ -40,8 +40,7 @@ def get_config():
         baselines=("deltanet",),
         workers=1,
         budget=dict(candidates=2),
-        check=dict(batch_sizes=(2,), seq_lens=(1, 9), cost_seq_len=64, causal_seq_len=16,
-                   causal_positions=(0, 7)),
+        check=dict(batch_sizes=(2,), seq_lens=(1, 9), cost_seq_len=64, causal_seq_len=16),
     ))
 """
 
@@ -203,6 +202,41 @@ def test_readme_run_command_one_run_per_workdir_kill_9_sigterm_and_resume(tmp_pa
     assert all("git_revision" in e and "packages" in e for e in board["environments"])
     # the cognition index saved under the relative workdir was loaded, not rebuilt
     assert "could not be loaded" not in output
+
+
+def test_evolution_on_a_corpus_and_tokenizer_outside_the_workdir(tmp_path):
+    """The README's text command at small size: the baselines and a candidate train in the
+    sandbox on the user's corpus and SentencePiece tokenizer, which live outside the run."""
+    import sentencepiece as spm
+
+    from asi_jax.data import corpus
+
+    data = tmp_path / "data"
+    data.mkdir()
+    text = data / "corpus.txt"
+    text.write_bytes(bytes(corpus.read_tokens(corpus.stdlib_files()[:4]).astype("uint8")))
+    spm.SentencePieceTrainer.train(
+        input=str(text),
+        model_prefix=str(data / "sp"),
+        vocab_size=300,
+        minloglevel=2,
+        hard_vocab_limit=False,
+    )
+    config = f"{ROOT / 'configs' / 'evolve_text.py'}:{text},{data / 'sp.model'}"
+    small = ("--config.explore.train.steps=20", "--config.budget.candidates=1",
+             "--config.verify.promote=0", "--config.explore.data.eval_examples=16")  # fmt: skip
+    process = _evolve(config, "runs/text", tmp_path, *small)
+    output, _ = process.communicate(timeout=3600)
+    assert process.returncode == 0, output
+    board = json.loads((tmp_path / "runs" / "text" / "leaderboard.json").read_text())
+    rows = board["explore"]["ranking"]
+    assert sorted(r["kind"] for r in rows) == ["baseline"] * 3 + ["candidate"]
+    assert all(r["status"] == "evaluated" for r in rows), [r["failure_reason"] for r in rows]
+    assert board["config"]["explore"]["model"]["vocab_size"] == 300  # the tokenizer's
+    run = json.loads(next((tmp_path / "runs" / "text").glob(
+        "candidates/*/explore/attempt1/train/run.json")).read_text())  # fmt: skip
+    assert run["config"]["data"]["files"] == [str(text)]
+    assert run["isolation"]["namespaces"] and run["isolation"]["landlock"]
 
 
 def _cpu_hogs(count: int) -> list[subprocess.Popen]:

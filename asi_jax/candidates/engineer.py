@@ -61,6 +61,7 @@ class Attempt:
     limits: dict[str, Any] | None = None  # the sandbox limits it ran under
     limit: str | None = None  # "wall" or "cpu" when it ran out of that time
     cpu_seconds: float | None = None  # the worker's CPU time, when it finished
+    isolation: dict[str, Any] | None = None  # the sandbox's layers, as the worker applied them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,13 +82,19 @@ def code_hash(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
-def parameter_budget(config: EngineerConfig) -> int:
-    """param_budget_ratio times the baseline mixer's parameters at the check's width."""
+def parameter_budget(config: EngineerConfig) -> tuple[int, int]:
+    """param_budget_ratio times the baseline mixer's parameters at the check's width and at
+    twice it (the same heads): a candidate must fit both, so its parameters cannot grow
+    faster with the width than the baseline's."""
     c = config.check
-    baseline = nnx.eval_shape(lambda: get_mixer(config.baseline)(c.d_model, c.num_heads,
-                                                                rngs=nnx.Rngs(0)))  # fmt: skip
-    count = sum(x.size for x in jax.tree.leaves(nnx.state(baseline, nnx.Param)))
-    return int(config.param_budget_ratio * count)
+
+    def budget(d_model: int) -> int:
+        baseline = nnx.eval_shape(lambda: get_mixer(config.baseline)(d_model, c.num_heads,
+                                                                    rngs=nnx.Rngs(0)))  # fmt: skip
+        count = sum(x.size for x in jax.tree.leaves(nnx.state(baseline, nnx.Param)))
+        return int(config.param_budget_ratio * count)
+
+    return budget(c.d_model), budget(2 * c.d_model)
 
 
 def _attempt(number: int, source: str, config: EngineerConfig, workdir: Path,
@@ -103,7 +110,15 @@ def _attempt(number: int, source: str, config: EngineerConfig, workdir: Path,
     folder = workdir / f"attempt{number}"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CANDIDATE_FILE).write_text(source)
-    check = dataclasses.replace(config.check, max_params=parameter_budget(config))
+    budget, budget_wide = parameter_budget(config)
+    # Causality is checked at the shapes the run trains and evaluates at too: its batches
+    # and the held-out sets' last, smaller one.
+    shapes = None if config.train is None else config.train.data
+    check = dataclasses.replace(
+        config.check, max_params=budget, max_params_wide=budget_wide,
+        train_batch_sizes=() if shapes is None else (shapes.batch_size,
+                                                     shapes.eval_examples % shapes.batch_size),
+        train_seq_len=0 if shapes is None else shapes.seq_len)  # fmt: skip
     request = {
         "task": "check" if config.train is None else "evaluate",
         "check": dataclasses.asdict(check),
@@ -111,13 +126,15 @@ def _attempt(number: int, source: str, config: EngineerConfig, workdir: Path,
         "baseline": baseline,
         "pinned": config.visible_devices,
     }
-    outcome: SandboxResult = run_worker(
-        request, folder, limits, visible_devices=config.visible_devices, cancel=cancel
-    )
+    data = () if config.train is None else config.train.data.declared_paths
+    outcome: SandboxResult = run_worker(request, folder, limits, read_only_paths=data,
+                                        visible_devices=config.visible_devices,
+                                        cancel=cancel)  # fmt: skip
     # Next to the sandbox's folder, not in it: the candidate controls what is inside.
     (workdir / f"attempt{number}.log").write_text(outcome.output_tail)
     seconds = time.monotonic() - start
-    ran = {"limits": dataclasses.asdict(limits), "cpu_seconds": outcome.cpu_seconds}
+    ran = {"limits": dataclasses.asdict(limits), "cpu_seconds": outcome.cpu_seconds,
+           "isolation": outcome.isolation}  # fmt: skip
     if not outcome.ok:
         reason = f"{outcome.error}\n{outcome.output_tail[-1500:]}".strip()
         return Attempt(number, digest, False, "sandbox", reason, None, None, seconds,
@@ -191,12 +208,15 @@ def evaluate_candidate_run(
     kv_pairs: Sequence[int] | None = None,
     eval_examples: int | None = None,
     limits: Limits | None = None,
+    read_only_paths: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Re-evaluates the training run of the candidate in `folder` (the sandbox folder holding
     its candidate.py and train/) in a fresh sandboxed worker; see `asi_jax.evals.checkpoint`.
 
     The source is checked against the static policy again first: the folder was writable by
-    the candidate. Raises RuntimeError with the worker's reason when the evaluation fails.
+    the candidate. For the same reason the files the run reads (`read_only_paths`: its corpus
+    and tokenizer) come from the caller, never from the folder's run.json. Raises
+    RuntimeError with the worker's reason when the evaluation fails.
     """
     folder = Path(folder)
     source_file = folder / CANDIDATE_FILE
@@ -208,7 +228,7 @@ def evaluate_candidate_run(
     options = {"step": step, "kv_pairs": None if kv_pairs is None else list(kv_pairs),
                "eval_examples": eval_examples}  # fmt: skip
     request = {"task": "evaluate_checkpoint", "evaluate": options}
-    outcome = run_worker(request, folder, limits or Limits())
+    outcome = run_worker(request, folder, limits or Limits(), read_only_paths=read_only_paths)
     if not outcome.ok:
         raise RuntimeError(f"evaluation in the sandbox failed: {outcome.error}\n"
                            f"{outcome.output_tail[-1500:]}")  # fmt: skip
