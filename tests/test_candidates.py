@@ -28,7 +28,9 @@ from asi_jax.train.config import MonitorConfig
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "candidates"
 GOOD = CORPUS / "good_gated_delta.py"
-BAD = sorted(p for p in CORPUS.glob("*.py") if p != GOOD)
+# Ordinary mixers that must be accepted (ok_*.py); every other file is a bad candidate.
+ACCEPTED = sorted(CORPUS.glob("ok_*.py"))
+BAD = sorted(p for p in CORPUS.glob("*.py") if p != GOOD and p not in ACCEPTED)
 
 # Small enough to keep the suite quick, large enough for each stage to mean something.
 CHECK = CheckConfig(d_model=32, num_heads=2, seq_lens=(1, 19), cost_seq_len=128)
@@ -58,6 +60,14 @@ def test_bad_candidate_is_rejected_for_the_right_reason(path, tmp_path):
     assert re.search(pattern, result.reason or ""), result.reason
     saved = json.loads((tmp_path / "engineer.json").read_text())
     assert saved["stage"] == result.stage and len(saved["attempts"]) == 1
+
+
+@pytest.mark.parametrize("path", ACCEPTED, ids=lambda p: p.stem)
+def test_ordinary_mixers_are_accepted_and_train(path, tmp_path):
+    config = EngineerConfig(check=CHECK, train=TRAIN)
+    result = run_candidate(path.read_text(), config, tmp_path)
+    assert result.ok, (result.stage, result.reason)
+    assert result.train["status"] == "completed"
 
 
 def test_good_candidate_passes_trains_and_is_reevaluated_in_the_sandbox(tmp_path):

@@ -12,7 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import jax.numpy as jnp
 import pytest
+from flax import nnx
 from train_testing import losses, tiny, tiny_dict, write_config_file
 
 from asi_jax.models.mixers import MIXERS
@@ -85,6 +87,26 @@ def test_monitor_stops_a_run_whose_loss_is_too_low(tmp_path):
     result = train(config, tmp_path, log=lambda _: None)
     assert result["status"] == "stopped" and result["steps"] == 5
     assert "abnormally low" in result["stop_reason"]
+
+
+class _PeeksAhead(nnx.Module):
+    """Adds the next position's input: a model trained with it reads the token it predicts."""
+
+    def __init__(self, d_model, num_heads, *, rngs):
+        self.proj = nnx.Linear(d_model, d_model, rngs=rngs)
+
+    def __call__(self, x):
+        return self.proj(x + jnp.roll(x, -1, axis=1))
+
+
+def test_a_trained_model_that_reads_the_future_is_stopped_not_scored(tmp_path):
+    result = train(tiny(steps=5), tmp_path, mixer=_PeeksAhead, log=lambda _: None)
+    assert result["status"] == "stopped"
+    assert result["stop_reason"].startswith(
+        "the trained model reads the future: the summed held-out loss over positions 0..0 went from"
+    )
+    honest = train(tiny(steps=5), tmp_path / "honest", log=lambda _: None)  # deltanet
+    assert honest["status"] == "completed" and honest["stop_reason"] is None
 
 
 def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):

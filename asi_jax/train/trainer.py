@@ -104,12 +104,15 @@ class Trainer:
         self.compute_dtype = jnp.dtype(config.train.compute_dtype)
 
     def init_state(self) -> dict:
-        """A fresh train state {step, params, opt_state}; also compiles the steps for it."""
+        """A fresh train state {step, params, rest, opt_state}; also compiles the steps for
+        it. `rest` is the model's state besides its parameters (a dropout's RNG stream, batch
+        statistics): carried from step to step, and checkpointed, like the parameters."""
         with jax.set_mesh(self.mesh):
-            params, self.rest = self._init_params()
+            params, rest = self._init_params()
             state = {
                 "step": jax.device_put(jnp.zeros((), jnp.int32), sharding.replicated(self.mesh)),
                 "params": params,
+                "rest": rest,
                 "opt_state": self._init_opt(params),
             }
         state_sharding = jax.tree.map(lambda x: x.sharding, state)
@@ -122,19 +125,28 @@ class Trainer:
         self._eval_step = jax.jit(self._eval_sums, out_shardings=sharding.replicated(self.mesh))
         return state
 
-    def _logits(self, params, rest, inputs):
+    def _logits(self, params, rest, inputs, *, training: bool):
+        """(logits, the model's updated non-parameter state). Evaluation runs the model in
+        its deterministic mode (`nnx.Module.eval`: no dropout)."""
         params = jax.tree.map(lambda p: p.astype(self.compute_dtype), params)
-        return nnx.merge(self.graphdef, params, rest)(inputs)
+        model = nnx.merge(self.graphdef, params, rest, copy=True)  # fresh Variables in this trace
+        if not training:
+            model.eval()
+        logits = model(inputs)
+        return logits, nnx.split(model, nnx.Param, ...)[2]
 
     def _step(self, state: dict, batch: Batch) -> tuple[dict, dict]:
         def loss_fn(params):
-            return masked_cross_entropy(self._logits(params, self.rest, batch["inputs"]), batch)
+            logits, rest = self._logits(params, state["rest"], batch["inputs"], training=True)
+            loss, sums = masked_cross_entropy(logits, batch)
+            return loss, (sums, rest)
 
-        (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        (loss, (sums, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
         new_state = {
             "step": state["step"] + 1,
             "params": optax.apply_updates(state["params"], updates),
+            "rest": rest,
             "opt_state": opt_state,
         }
         metrics = {
@@ -146,7 +158,8 @@ class Trainer:
         return new_state, metrics
 
     def _eval_sums(self, params, rest, batch: Batch) -> dict:
-        return masked_cross_entropy(self._logits(params, rest, batch["inputs"]), batch)[1]
+        logits, _ = self._logits(params, rest, batch["inputs"], training=False)
+        return masked_cross_entropy(logits, batch)[1]
 
     def train_step(self, state: dict, local_batch) -> tuple[dict, dict]:
         with jax.set_mesh(self.mesh):
@@ -156,7 +169,7 @@ class Trainer:
         """Summed masked loss, correct predictions and count of one batch (the same batch on
         every host)."""
         with jax.set_mesh(self.mesh):
-            return self._eval_step(state["params"], self.rest, local_batch)
+            return self._eval_step(state["params"], state["rest"], local_batch)
 
 
 def checkpoint_manager(workdir: Path, keep: int = 2) -> ocp.CheckpointManager:
@@ -264,6 +277,12 @@ def train(
     final_step = int(state["step"])
     if status == "completed":
         evals = evaluate(final_step, "eval")
+        leak = heldout.reads_the_future(partial(trainer.eval_sums, state),
+                                        eval_sets["heldout"][0], config.model.vocab_size,
+                                        seed=config.seed)  # fmt: skip
+        if leak:  # the figures above came from a model that sees what it predicts
+            status, reason = "stopped", f"the trained model reads the future: {leak}"
+            log(f"stopping: {reason}")
         if tc.checkpoint_every and manager.latest_step() != final_step:
             save(final_step)
     manager.wait_until_finished()
