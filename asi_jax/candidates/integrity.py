@@ -37,6 +37,17 @@ _VOLATILE = frozenset(
 )
 
 
+_DATA = (int, float, str, bytes, bool, type(None))
+
+
+def _private_data(key: str, before: Any, after: Any) -> bool:
+    """A class's private counter or flag (orbax numbers its operations in a class attribute):
+    the libraries' state, not code. The policy keeps candidates from private names anyway."""
+    name = key.rpartition(".")[2]
+    private = name.startswith("_") and not name.startswith("__")
+    return private and isinstance(before, _DATA) and isinstance(after, _DATA)
+
+
 class Tampering(RuntimeError):
     """The candidate changed code or data of a module the harness relies on."""
 
@@ -72,10 +83,12 @@ class Integrity:
         return len(self._snapshot)
 
     def changes(self) -> list[str]:
-        """Watched entries rebound or removed since the snapshot."""
+        """Watched entries rebound or removed since the snapshot (a library's private
+        counters and flags, plain data under a `_name`, excepted)."""
         now, gone = _entries(), object()
         return sorted(k for k, v in self._snapshot.items()
-                      if now.get(k, gone) is not v and k not in _VOLATILE)  # fmt: skip
+                      if now.get(k, gone) is not v and k not in _VOLATILE
+                      and not _private_data(k, v, now.get(k, gone)))  # fmt: skip
 
     def verify(self, when: str = "") -> None:
         """Raises `Tampering` naming what changed (and remembers it in `violations`)."""
