@@ -62,7 +62,11 @@ def test_bad_candidate_is_rejected_for_the_right_reason(path, tmp_path):
     assert saved["stage"] == result.stage and len(saved["attempts"]) == 1
 
 
-@pytest.mark.parametrize("path", ACCEPTED, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [
+    # gla and delta_rule checked up to T = 1024 and trained: 80 s, with the slow tests.
+    pytest.param(p, marks=pytest.mark.slow) if p.stem == "ok_checker_pallas_ops" else p
+    for p in ACCEPTED
+], ids=lambda p: p.stem)  # fmt: skip
 def test_ordinary_mixers_are_accepted_and_train(path, tmp_path):
     config = EngineerConfig(check=CHECK, train=TRAIN)
     result = run_candidate(path.read_text(), config, tmp_path)

@@ -182,7 +182,14 @@ def test_cumsum_linear_attention_is_not_called_quadratic():
     assert _passes(CumsumLinearAttention)["cost_exponent"] < 1.1
 
 
-@pytest.mark.parametrize("name", sorted(set(MIXERS) - {"softmax"}))
+# DeltaNet and linear attention on every run; the rest, 15-35 s each, with the slow tests.
+_QUICK_BASELINES = ("deltanet", "linear_attention")
+
+
+@pytest.mark.parametrize("name", [
+    name if name in _QUICK_BASELINES else pytest.param(name, marks=pytest.mark.slow)
+    for name in sorted(set(MIXERS) - {"softmax"})
+])  # fmt: skip
 def test_the_linear_baselines_pass(name):
     figures = _passes(MIXERS[name], TRAINING)
     assert figures["gradient_error"] < 1e-2 and figures["cost_exponent"] < 1.1

@@ -204,6 +204,7 @@ def test_readme_run_command_one_run_per_workdir_kill_9_sigterm_and_resume(tmp_pa
     assert "could not be loaded" not in output
 
 
+@pytest.mark.slow  # about 6 minutes on 2 cores (the sandbox's declared data: test_sandbox_wall)
 def test_evolution_on_a_corpus_and_tokenizer_outside_the_workdir(tmp_path):
     """The README's text command at small size: the baselines and a candidate train in the
     sandbox on the user's corpus and SentencePiece tokenizer, which live outside the run."""

@@ -126,27 +126,33 @@ class Controller:
     def __init__(self, config: EvolutionConfig, workdir: str | Path,
                  log: Callable[[str], None] = print):  # fmt: skip
         self.config, self.log = config, log
-        self.isolation = isolation.detect()
-        self.log(self.isolation.describe())
-        if not self.isolation.complete:
-            if config.agents == "llm" and not config.allow_llm_code_without_os_sandbox:
-                raise EvolutionError(
-                    "this machine lacks the sandbox's OS layers, so model-written candidates "
-                    f"would run behind the audit hook alone ({'; '.join(self.isolation.problems)}"
-                    "); fix that, or accept the risk with "
-                    "--config.allow_llm_code_without_os_sandbox=True"
-                )
-            self.log("sandbox: running without the OS layers (the offline grammar's candidates "
-                     "are our own code; model-written ones would need them)")  # fmt: skip
         self._exit = contextlib.ExitStack()
         try:
             self.workdir = self._exit.enter_context(hold(workdir, "evolution run"))
+            self.isolation = self._sandbox_layers(config)
             self.db = Database(self.workdir / DATABASE)
             self._exit.callback(self.db.close)
             self._open(config)
         except BaseException:
             self._exit.close()
             raise
+
+    def _sandbox_layers(self, config: EvolutionConfig) -> isolation.Isolation:
+        """The OS layers this machine gives the sandbox, printed; without them, model-written
+        code runs only where the user accepted the risk."""
+        layers = isolation.detect()
+        self.log(layers.describe())
+        if layers.complete:
+            return layers
+        if config.agents == "llm" and not config.allow_llm_code_without_os_sandbox:
+            raise EvolutionError(
+                "this machine lacks the sandbox's OS layers, so model-written candidates would "
+                f"run behind the audit hook alone ({'; '.join(layers.problems)}); fix that, or "
+                "accept the risk with --config.allow_llm_code_without_os_sandbox=True"
+            )
+        self.log("sandbox: running without the OS layers (the offline grammar's candidates are "
+                 "our own code; model-written ones would need them)")  # fmt: skip
+        return layers
 
     def _open(self, config: EvolutionConfig) -> None:
         current = json.loads(json.dumps(to_dict(config)))
