@@ -19,8 +19,7 @@ next-token accuracy. On 2 CPU cores expect about 1.5 minutes per evaluation.
 
 from ml_collections import config_dict
 
-from asi_jax.evolution.config import EvolutionConfig
-from asi_jax.train.config import complete
+from asi_jax.evolution.config import complete_config
 
 _TOKENIZER_SUFFIXES = (".model", ".json")
 
@@ -40,7 +39,7 @@ def get_config(paths: str = "") -> config_dict.ConfigDict:
     items = [p for p in paths.split(",") if p]
     tokenizer = items.pop() if items and items[-1].endswith(_TOKENIZER_SUFFIXES) else ""
     files = tuple(items)
-    return complete(EvolutionConfig, dict(
+    return complete_config(dict(
         seed=0,
         workers=2,
         baselines=("linear_attention", "deltanet", "gated_deltanet"),

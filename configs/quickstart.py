@@ -13,8 +13,7 @@ for scripts/evaluate.py. The agents are the offline ones
 
 from ml_collections import config_dict
 
-from asi_jax.evolution.config import EvolutionConfig
-from asi_jax.train.config import complete
+from asi_jax.evolution.config import complete_config
 
 
 def _experiment(seed: int, steps: int, checkpoint_every: int = 0) -> dict:
@@ -37,7 +36,8 @@ def _experiment(seed: int, steps: int, checkpoint_every: int = 0) -> dict:
 
 
 def get_config() -> config_dict.ConfigDict:
-    return complete(EvolutionConfig, dict(
+    return complete_config(dict(
+        task="linear_attention",
         seed=0,
         workers=2,
         agents="offline",  # "llm": the researcher, analyser and judge call llm's model

@@ -17,8 +17,8 @@ from absl import flags
 
 from asi_jax import command_line
 from asi_jax.candidates import bench
-from asi_jax.candidates.checker import CheckConfig
 from asi_jax.provenance import environment_record
+from asi_jax.tasks.linear_attention.checker import CheckConfig
 
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Runs per start-up figure (the median is shown).")
 _CHECK_REPEATS = flags.DEFINE_integer("check_repeats", 2, "Runs per check figure.")

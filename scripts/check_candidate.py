@@ -13,16 +13,16 @@ import tempfile
 from absl import flags
 
 from asi_jax import command_line
-from asi_jax.candidates.checker import CheckConfig
 from asi_jax.candidates.cli import check_file, dumps
 from asi_jax.candidates.engineer import EngineerConfig
 from asi_jax.candidates.sandbox import Limits
+from asi_jax.tasks.linear_attention.checker import CheckConfig
 
 _CANDIDATE = flags.DEFINE_string("candidate", None, "Path of the candidate's .py file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the sandbox (default: a temp dir).")
 _D_MODEL = flags.DEFINE_integer("d_model", 64, "Width the mixer is checked at.")
 _NUM_HEADS = flags.DEFINE_integer("num_heads", 4, "Heads the mixer is checked with.")
-_BASELINE = flags.DEFINE_string("baseline", "deltanet", "Mixer whose size sets the budget.")
+_REFERENCE = flags.DEFINE_string("reference", "deltanet", "Mixer whose size sets the budget.")
 _BUDGET = flags.DEFINE_float("param_budget_ratio", 1.5, "Parameter budget, x the baseline's.")
 _TIMEOUT = flags.DEFINE_float("timeout", 300.0, "Wall-clock limit of the sandbox, seconds.")
 
@@ -31,10 +31,11 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1 or not _CANDIDATE.value:
         raise command_line.UsageError("usage: check_candidate.py --candidate=PATH [--workdir=DIR]")
     config = EngineerConfig(
-        check=CheckConfig(d_model=_D_MODEL.value, num_heads=_NUM_HEADS.value),
+        check=CheckConfig(
+            d_model=_D_MODEL.value, num_heads=_NUM_HEADS.value, param_budget_ratio=_BUDGET.value
+        ),
         limits=Limits(wall_seconds=_TIMEOUT.value),
-        baseline=_BASELINE.value,
-        param_budget_ratio=_BUDGET.value,
+        reference=_REFERENCE.value,
     )
     try:
         with tempfile.TemporaryDirectory(prefix="asi_jax_check_") as tmp:

@@ -21,7 +21,7 @@ from ml_collections import config_flags
 
 from asi_jax import command_line
 from asi_jax.evolution.config import from_config_dict
-from asi_jax.evolution.loop import EvolutionError, evolve
+from asi_jax.evolution.controller import EvolutionError, evolve
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Evolution config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's folder: database, candidates, "

@@ -10,8 +10,15 @@ from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asi_jax.agents.base import Record, ResearchContext
-from asi_jax.agents.grammar import (
+from asi_jax.agents.base import Record, ResearchContext, component_effects
+from asi_jax.candidates.policy import check_source
+from asi_jax.cognition.embedders import HashingEmbedder
+from asi_jax.cognition.entries import load_jsonl
+from asi_jax.cognition.store import CognitionStore
+from asi_jax.tasks.linear_attention import LinearAttentionTask
+from asi_jax.tasks.linear_attention.analyser import OfflineAnalyser
+from asi_jax.tasks.linear_attention.contract import MIXER
+from asi_jax.tasks.linear_attention.grammar import (
     BASELINE_DESIGNS,
     OPTIONS,
     Design,
@@ -20,13 +27,8 @@ from asi_jax.agents.grammar import (
     differences,
     render,
 )
-from asi_jax.agents.offline_analyser import OfflineAnalyser, component_effects
-from asi_jax.agents.offline_judge import OfflineJudge
-from asi_jax.agents.offline_researcher import OfflineResearcher, known_design_keys
-from asi_jax.candidates.policy import check_source
-from asi_jax.cognition.embedders import HashingEmbedder
-from asi_jax.cognition.entries import load_jsonl
-from asi_jax.cognition.store import CognitionStore
+from asi_jax.tasks.linear_attention.judge import OfflineJudge
+from asi_jax.tasks.linear_attention.researcher import OfflineResearcher
 
 designs = st.builds(Design, **{f: st.sampled_from(o) for f, o in OPTIONS.items()})
 
@@ -60,7 +62,7 @@ def _load(source: str):
 @given(designs)
 def test_every_rendered_design_passes_the_static_policy(design):
     source = render(design, docstring='a motivation with """ quotes')
-    assert check_source(source) == []
+    assert check_source(source, MIXER) == []
     assert design_from_source(source) == canonical(design)
 
 
@@ -100,15 +102,17 @@ def _context(parent, *, references=(), effects=None, cognition=(), seed=0, known
 
 @pytest.mark.parametrize("seed", range(25))
 def test_offline_researcher_proposals_pass_the_policy_and_are_new(seed):
-    store = CognitionStore(load_jsonl(), HashingEmbedder())
+    store = CognitionStore(load_jsonl(LinearAttentionTask.cognition_file), HashingEmbedder())
     parent = _record(1, BASELINE_DESIGNS["deltanet"])
     reference = _record(2, BASELINE_DESIGNS["gated_deltanet"])
-    known = known_design_keys([parent.design, reference.design])
+    known = frozenset(
+        LinearAttentionTask().design_key(d) for d in (parent.design, reference.design)
+    )
     cognition = store.retrieve("forgetting old associations; recall drops", 4)
     p = OfflineResearcher().propose(
         _context(parent, references=[reference], seed=seed, cognition=cognition, known=known)
     )
-    assert check_source(p.code) == []
+    assert check_source(p.code, MIXER) == []
     child = Design.from_json(p.design)
     assert child.key() not in known and differences(canonical(child), BASELINE_DESIGNS["deltanet"])
     assert {o["origin"] for o in p.idea_origins} <= {"cognition", "analysis", "original"}
@@ -124,7 +128,7 @@ def test_researcher_follows_cognition_and_analysis_evidence():
         for s in range(20)
     ]
     assert sum(d.output_gate == "silu" for d in picks) >= 12
-    store = CognitionStore(load_jsonl(), HashingEmbedder())
+    store = CognitionStore(load_jsonl(LinearAttentionTask.cognition_file), HashingEmbedder())
     retrieved = store.retrieve(
         "fails parity and state tracking; transition eigenvalues positive", 3
     )
@@ -145,7 +149,7 @@ def test_offline_revise_repairs_instability_and_gives_up_otherwise():
     researcher = OfflineResearcher()
     fixed = researcher.revise(source, "stage finite failed:\nforward output is not finite")
     assert fixed and design_from_source(fixed).output_norm == "rms"
-    assert check_source(fixed) == []
+    assert check_source(fixed, MIXER) == []
     assert researcher.revise(source, "stage causality failed: leak") is None
 
 
@@ -184,7 +188,7 @@ def test_component_effects_average_parent_to_child_changes():
         _record(3, dataclasses.replace(base, output_gate="silu", conv="k"), parent=1, fitness=1.2),
         _record(4, dataclasses.replace(base, conv="k"), parent=1, status="failed", fitness=None),
     ]
-    effects = component_effects(records)
+    effects = component_effects(records, LinearAttentionTask().design_changes)
     assert effects[("output_gate", "silu")] == pytest.approx((0.3, 2))
     assert effects[("conv", "k")] == pytest.approx(((0.2 - 1.0) / 2, 2))
 

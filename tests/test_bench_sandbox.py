@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from asi_jax.candidates import bench
-from asi_jax.candidates.checker import CheckConfig
+from asi_jax.tasks.linear_attention.checker import CheckConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

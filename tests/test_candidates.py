@@ -15,7 +15,6 @@ import pytest
 from train_testing import tiny
 
 from asi_jax.candidates import policy
-from asi_jax.candidates.checker import CheckConfig
 from asi_jax.candidates.engineer import (
     EngineerConfig,
     evaluate_candidate_run,
@@ -23,6 +22,8 @@ from asi_jax.candidates.engineer import (
     run_candidate,
 )
 from asi_jax.candidates.sandbox import Limits, run_worker, scrubbed_environment
+from asi_jax.tasks.linear_attention.checker import CheckConfig
+from asi_jax.tasks.linear_attention.contract import MIXER
 from asi_jax.train.config import MonitorConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,16 +100,16 @@ def test_good_candidate_passes_trains_and_is_reevaluated_in_the_sandbox(tmp_path
 
 
 def test_policy_accepts_the_good_candidate_and_names_lines():
-    assert policy.check_source(GOOD.read_text()) == []
+    assert policy.check_source(GOOD.read_text(), MIXER) == []
     source = "import jax\nfrom flax import nnx\njax.numpy.sum = None\n\nclass Mixer(nnx.Module):\n"
     source += "    def __init__(self, d, h, *, rngs):\n        super().__init__()\n"
     source += "        self.x = eval('1')\n"
-    found = [(v.line, v.construct) for v in policy.check_source(source)]
+    found = [(v.line, v.construct) for v in policy.check_source(source, MIXER)]
     assert found == [(3, "assignment to jax.*"), (8, "eval")]
 
 
 def test_policy_requires_a_mixer_class():
-    violations = policy.check_source("import math\n")
+    violations = policy.check_source("import math\n", MIXER)
     assert [v.construct for v in violations] == ["class Mixer"]
 
 
@@ -117,7 +118,7 @@ def test_worker_environment_has_no_secrets(tmp_path, monkeypatch):
     monkeypatch.setenv("GEMINI_API_KEY", "secret-gemini")
     monkeypatch.setenv("OPENAI_API_KEY", "secret-openai")
     monkeypatch.setenv("MY_SERVICE_TOKEN", "secret-token")
-    outcome = run_worker({"task": "environment"}, tmp_path, Limits(wall_seconds=120))
+    outcome = run_worker({"job": "environment"}, tmp_path, Limits(wall_seconds=120))
     assert outcome.ok, outcome.error
     names = set(outcome.response["environment"])
     assert not names & {"GEMINI_API_KEY", "OPENAI_API_KEY", "MY_SERVICE_TOKEN"}
@@ -148,7 +149,12 @@ def _check_in_worker(tmp_path: Path, init_lines: list[str], limits: Limits):
         "    def __call__(self, x):\n        return x\n"
     )
     (tmp_path / "candidate.py").write_text(source)
-    request = {"task": "check", "check": dataclasses.asdict(CHECK), "train": None}
+    request = {
+        "job": "check",
+        "task": "linear_attention",
+        "check": dataclasses.asdict(CHECK),
+        "train": None,
+    }
     outcome = run_worker(request, tmp_path, limits)
     assert outcome.ok, outcome.error
     return outcome
@@ -218,7 +224,7 @@ def test_check_candidate_script_exit_codes(tmp_path):
 
 def test_files_in_the_candidate_folder_cannot_shadow_imports(tmp_path):
     (tmp_path / "flax.py").write_text("raise SystemExit('shadowed')\n")
-    outcome = run_worker({"task": "environment"}, tmp_path, Limits(wall_seconds=120))
+    outcome = run_worker({"job": "environment"}, tmp_path, Limits(wall_seconds=120))
     assert outcome.ok, outcome.output_tail
 
 

@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from asi_jax.candidates import checker
-from asi_jax.candidates.checker import CheckConfig, check_mixer
 from asi_jax.candidates.cost import UnboundedLoop, jaxpr_flops
-from asi_jax.candidates.engineer import EngineerConfig, parameter_budget
 from asi_jax.models.mixers import MIXERS
+from asi_jax.tasks.linear_attention import checker
+from asi_jax.tasks.linear_attention.checker import CheckConfig, check_mixer
+from asi_jax.tasks.linear_attention.task import parameter_budget
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small and quick, with T off any chunk size, three batch sizes and a cost length whose 4T
@@ -291,7 +291,7 @@ class Cubic(nnx.Module):
 
 
 def test_parameters_are_budgeted_at_two_widths():
-    budget, wide = parameter_budget(EngineerConfig(check=SMALL))
+    budget, wide = parameter_budget(SMALL, "deltanet")
     assert 3 * budget < wide < 5 * budget  # DeltaNet's parameters: quadratic in the width
     config = dataclasses.replace(SMALL, max_params=budget, max_params_wide=wide)
     stage, reason = _failure(Cubic, config)

@@ -17,12 +17,13 @@ from asi_jax.cognition.entries import (
 )
 from asi_jax.cognition.index import IndexConfig, VectorIndex
 from asi_jax.cognition.store import CognitionStore
+from asi_jax.tasks.linear_attention import LinearAttentionTask
 
 ASI_ARCH_DIR = Path(__file__).parent / "data" / "asi_arch_cognition"
 
 
 def test_shipped_entries_cover_the_literature_in_asi_arch_fields():
-    entries = load_jsonl()
+    entries = load_jsonl(LinearAttentionTask.cognition_file)
     assert len(entries) >= 40
     assert len({e.title for e in entries}) == len(entries)
     text = " ".join(e.title + " " + e.source for e in entries)
@@ -53,7 +54,7 @@ def test_shipped_entries_cover_the_literature_in_asi_arch_fields():
 
 
 def test_forgetting_old_associations_retrieves_gated_and_delta_entries_first():
-    store = CognitionStore(load_jsonl(), HashingEmbedder())
+    store = CognitionStore(load_jsonl(LinearAttentionTask.cognition_file), HashingEmbedder())
     top = [r.entry.title for r in store.retrieve("forgetting old associations", k=3)]
     gated_or_delta = {
         "Gated DeltaNet",
@@ -68,7 +69,7 @@ def test_forgetting_old_associations_retrieves_gated_and_delta_entries_first():
 
 
 def test_retrieval_matches_trigger_patterns():
-    store = CognitionStore(load_jsonl(), HashingEmbedder())
+    store = CognitionStore(load_jsonl(LinearAttentionTask.cognition_file), HashingEmbedder())
     top = store.retrieve("recall drops as the number of key-value pairs grows", k=2)
     assert top[0].entry.title == "Zoology and multi-query associative recall"
     assert top[0].score >= top[1].score
@@ -81,7 +82,9 @@ def test_ingests_asi_arch_files_and_folders():
     assert titles == {"Chunked decay in log space", "Short Convolutions for Recall"}
     joined = [e for e in entries if "budget" in e.trigger_patterns]
     assert joined and "Convolutions dominate" in joined[0].trigger_patterns  # list -> text
-    store = CognitionStore(load_jsonl() + entries, HashingEmbedder())
+    store = CognitionStore(
+        load_jsonl(LinearAttentionTask.cognition_file) + entries, HashingEmbedder()
+    )
     top = store.retrieve("NaN appears with strong decays in bfloat16", k=1)
     assert top[0].entry.title == "Chunked decay in log space"
 
@@ -95,7 +98,7 @@ def test_bad_cognition_files_fail_with_the_place(tmp_path):
     with pytest.raises(CognitionFormatError, match=r"Paper.json: not valid JSON"):
         ingest_asi_arch(bad)
     lines = tmp_path / "entries.jsonl"
-    save_jsonl(load_jsonl()[:2], lines)
+    save_jsonl(load_jsonl(LinearAttentionTask.cognition_file)[:2], lines)
     lines.write_text(lines.read_text() + '{"title": "t"}\n')
     with pytest.raises(CognitionFormatError, match=r"entries.jsonl:3: missing fields"):
         load_jsonl(lines)
@@ -131,7 +134,7 @@ def test_tree_ah_index_finds_planted_neighbours_and_round_trips(tmp_path):
 
 
 def test_store_index_is_saved_and_rebuilt_when_entries_change(tmp_path):
-    entries = load_jsonl()
+    entries = load_jsonl(LinearAttentionTask.cognition_file)
     CognitionStore(entries, HashingEmbedder(), tmp_path / "idx")
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert manifest["rows"] == len(entries)
@@ -193,7 +196,7 @@ def test_an_index_saved_under_a_relative_path_loads_from_another_cwd_and_when_mo
 
 
 def test_an_index_that_cannot_be_loaded_is_rebuilt_with_a_warning(tmp_path):
-    entries = load_jsonl()
+    entries = load_jsonl(LinearAttentionTask.cognition_file)
     CognitionStore(entries, HashingEmbedder(), tmp_path / "idx")
     (tmp_path / "idx" / "scann" / "dataset.npy").write_bytes(b"truncated")
     warnings = []

@@ -21,8 +21,9 @@ _EVOLVE_CASES = {
         [f"--config={QUICKSTART}", "--config.nosuchfield=1"],
         f"--config.nosuchfield: the config {QUICKSTART} has no field 'nosuchfield'; the config "
         "has agents, allow_llm_code_without_os_sandbox, baselines, budget, check, cognition, "
-        "explore, fitness, limits, llm, max_attempts, max_proposal_tries, novelty_threshold, "
-        "param_budget_ratio, pin_devices, reference_baseline, sampling, seed, verify, workers",
+        "explore, fitness, islands, limits, llm, max_attempts, max_proposal_tries, "
+        "novelty_threshold, pin_devices, reference_baseline, sampling, seed, task, verify, "
+        "workers",
     ),
     "misspelt_field": (
         [f"--config={QUICKSTART}", "--config.budget.candidatez=3"],

@@ -17,7 +17,7 @@ import pytest
 from asi_jax.candidates import engineer, isolation
 from asi_jax.candidates.sandbox import Cancelled, SandboxResult
 from asi_jax.evolution.config import from_config_dict
-from asi_jax.evolution.loop import Controller, EvolutionError
+from asi_jax.evolution.controller import Controller, EvolutionError
 
 FLOORS = {"wall_seconds": 1.0, "cpu_seconds": 5, "reference_multiple": 4.0}
 REFERENCE_CPU = 10.0  # what the stubbed reference reports; its limits: 4x that, 40 s

@@ -37,6 +37,8 @@ def test_old_database_is_migrated_in_place_keeping_its_rows(tmp_path):
     db = Database(path)  # upgrades 1 -> latest
     assert db.query("PRAGMA user_version")[0]["user_version"] == SCHEMA_VERSION
     assert db.candidate_by_name("old")["code"] == "c"
+    assert db.candidate_by_name("old")["island"] == 0  # a single population: island 0
+    assert db.members(0) == {db.candidate_by_name("old")["id"]}
     db.cache_embedding("e", "t", b"\x00\x01")  # a table from a later migration
     assert db.cached_embedding("e", "t") == b"\x00\x01"
 
@@ -91,12 +93,13 @@ def test_evaluations_attempts_scores_and_reopen(tmp_path):
         compute_seconds=2.5,
         attempts=[attempt],
     )
-    db.set_score(a, "explore", 1.7, 0.5, 0.5, 0.7)
+    db.set_score(a, "explore", 1.7, {"loss": 0.5, "benchmark": 0.5, "judge": 0.7, "speed": 0.1})
     db.add_analysis(a, "explore", "offline", "report", "summary", "lesson one")
     db.close()
     db = Database(tmp_path / "e.sqlite")
     (row,) = db.evaluations("explore", "evaluated")
     assert (row["loss"], row["fitness"], row["metrics"]) == (1.5, 1.7, {"eval": {}})
+    assert row["terms"]["speed"] == 0.1 and row["judge_term"] == 0.7  # a new term: no column
     assert db.query("SELECT seconds FROM attempts")[0]["seconds"] == 2.5
     assert db.lessons() == ["lesson one"]
     assert db.analysis(a, "explore")["problem_summary"] == "summary"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from asi_jax.evolution.config import from_config_dict
-from asi_jax.evolution.loop import Controller, EvolutionError
+from asi_jax.evolution.controller import Controller, EvolutionError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -261,7 +261,7 @@ def test_a_busy_machine_is_not_a_failure(tmp_path):
         spec.loader.exec_module(module)
         evolution = from_config_dict(module.get_config())
         probe = EngineerConfig(check=evolution.check, train=evolution.explore,
-                               baseline="deltanet")  # fmt: skip
+                               reference="deltanet")  # fmt: skip
         measured = run_candidate("", probe, tmp_path / "probe", baseline="deltanet")
         assert measured.ok, measured.reason
         cpu = measured.attempts[0].cpu_seconds
@@ -332,7 +332,7 @@ import sys, zlib
 from jax._src import xla_bridge
 from asi_jax.candidates.engineer import Attempt, Result
 from asi_jax.evolution.config import from_config_dict
-from asi_jax.evolution.loop import Controller
+from asi_jax.evolution.controller import Controller
 
 def fake_evaluate(self, candidate, stage, engineer):  # figures without a sandbox or training
     x = zlib.crc32(candidate["code"].encode()) % 1000 / 1000

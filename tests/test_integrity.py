@@ -15,9 +15,9 @@ import pytest
 from flax import nnx
 from train_testing import tiny
 
-from asi_jax.candidates import checker
 from asi_jax.candidates.integrity import Integrity, Tampering
 from asi_jax.models.mixers import get_mixer
+from asi_jax.tasks.linear_attention import checker
 from asi_jax.train.trainer import train
 
 CHECK = checker.CheckConfig(d_model=32, num_heads=2, seq_lens=(1, 19), cost_seq_len=64)
@@ -130,7 +130,7 @@ def test_the_worker_rejects_a_candidate_that_patches_the_loss_as_tampering(tmp_p
         call_body="optax.softmax_cross_entropy_with_integer_labels = lambda l, t: 0 * l[..., 0]",
     )
     (tmp_path / "candidate.py").write_text(source)
-    request = {"task": "evaluate", "check": dataclasses.asdict(CHECK),
+    request = {"job": "evaluate", "task": "linear_attention", "check": dataclasses.asdict(CHECK),
                "train": to_dict(tiny(steps=4)), "baseline": None, "pinned": None}  # fmt: skip
     outcome = run_worker(request, tmp_path, Limits(wall_seconds=300))
     assert outcome.ok, outcome.error

@@ -17,7 +17,9 @@ from asi_jax.agents.llm import (
 )
 from asi_jax.candidates.policy import check_source
 from asi_jax.evolution.config import from_config_dict
-from asi_jax.evolution.loop import Controller
+from asi_jax.evolution.controller import Controller
+from asi_jax.tasks.linear_attention import LinearAttentionTask
+from asi_jax.tasks.linear_attention.contract import MIXER
 
 GOOD = (Path(__file__).parent / "candidates" / "good_gated_delta.py").read_text()
 PROPOSAL = (
@@ -26,6 +28,8 @@ PROPOSAL = (
     '"Gated DeltaNet"}, {"idea": "x", "origin": "magic"}]}\n```\nHere is the code:\n'
     f"```python\n{GOOD}```\n"
 )
+
+TASK = LinearAttentionTask()
 
 
 def _chat(provider: str, text: str) -> dict:
@@ -98,10 +102,10 @@ def _context():
 @pytest.mark.parametrize("provider", ["openai", "gemini"])
 def test_researcher_proposes_a_policy_clean_candidate(provider):
     with _replying(provider, [(200, PROPOSAL)]) as server:
-        researcher = LLMResearcher(make_client(_config(server.url, provider)))
+        researcher = LLMResearcher(make_client(_config(server.url, provider)), TASK)
         proposal = researcher.propose(_context())
     assert proposal.name == "gated-delta-conv"
-    assert check_source(proposal.code) == []
+    assert check_source(proposal.code, MIXER) == []
     assert [o["origin"] for o in proposal.idea_origins] == ["cognition"]  # "magic" dropped
     path, body, headers = server.requests[0]
     text = json.dumps(body)
@@ -118,7 +122,7 @@ def test_researcher_proposes_a_policy_clean_candidate(provider):
 def test_transient_errors_are_retried_and_others_are_not():
     replies = [(500, ""), (429, ""), (200, f"```python\n{GOOD}```"), (400, "")]
     with _replying("openai", replies) as server:
-        researcher = LLMResearcher(make_client(_config(server.url)))
+        researcher = LLMResearcher(make_client(_config(server.url)), TASK)
         assert researcher.revise("old code", "stage finite failed") == GOOD
         assert len(server.requests) == 3
         with pytest.raises(LLMError, match=r"chat request to .* failed"):
@@ -135,10 +139,10 @@ def test_unusable_replies_fail_clearly():
     with _replying("openai", replies) as server:
         client = make_client(_config(server.url))
         with pytest.raises(LLMError, match=r"JSON does not parse|no ```python"):
-            LLMResearcher(client).propose(_context())
-        assert LLMResearcher(client).revise("x", "error") is None  # gives up, no crash
+            LLMResearcher(client, TASK).propose(_context())
+        assert LLMResearcher(client, TASK).revise("x", "error") is None  # gives up, no crash
         with pytest.raises(LLMError, match=r"score must be a number in \[1, 10\]"):
-            LLMJudge(client).judge(_record(), nearest_similarity=0.2, population=[])
+            LLMJudge(client, TASK).judge(_record(), nearest_similarity=0.2, population=[])
     with pytest.raises(LLMError, match=r"no ```python code block"):
         extract_code("just prose")
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from asi_jax.candidates.engineer import EngineerConfig, run_candidate
-from asi_jax.candidates.policy import ALLOWED_IMPORTS, ALLOWED_MODULES, check_source
+from asi_jax.candidates.policy import check_source
+from asi_jax.tasks.linear_attention.contract import ALLOWED_IMPORTS, ALLOWED_MODULES, MIXER
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "candidates"
@@ -255,7 +256,7 @@ REFUSED = [
 @pytest.mark.parametrize(("source", "construct"), [c[1:] for c in REFUSED],
                          ids=[c[0] for c in REFUSED])  # fmt: skip
 def test_each_mechanism_is_refused_naming_its_line_and_construct(source, construct):
-    found = [(v.line, v.construct) for v in check_source(source)]
+    found = [(v.line, v.construct) for v in check_source(source, MIXER)]
     assert (marked_line(source), construct) in found, found
 
 
@@ -355,7 +356,7 @@ ACCEPTED = {
 
 @pytest.mark.parametrize("source", ACCEPTED.values(), ids=ACCEPTED.keys())
 def test_ordinary_code_is_accepted(source):
-    assert check_source(source) == []
+    assert check_source(source, MIXER) == []
 
 
 OK_FILES = sorted(CORPUS.glob("ok_*.py"))
@@ -364,7 +365,7 @@ OK_FILES = sorted(CORPUS.glob("ok_*.py"))
 @pytest.mark.parametrize("path", [CORPUS / "good_gated_delta.py", *OK_FILES],
                          ids=lambda p: p.stem)  # fmt: skip
 def test_the_accepted_corpus_passes(path):
-    assert check_source(path.read_text()) == []
+    assert check_source(path.read_text(), MIXER) == []
 
 
 def test_the_allowed_modules_are_the_contract_and_numeric_submodules():
@@ -376,9 +377,9 @@ def test_the_allowed_modules_are_the_contract_and_numeric_submodules():
 
 def test_pathological_sources_are_violations_not_errors():
     deep = mixer(before="x = jax" + ".a" * 2000)
-    assert [v.construct for v in check_source(deep)] in (["nesting"], ["syntax"])
-    assert [v.construct for v in check_source("x = 1\0\n")] == ["syntax"]
-    assert [v.construct for v in check_source("import math\n")] == ["class Mixer"]
+    assert [v.construct for v in check_source(deep, MIXER)] in (["nesting"], ["syntax"])
+    assert [v.construct for v in check_source("x = 1\0\n", MIXER)] == ["syntax"]
+    assert [v.construct for v in check_source("import math\n", MIXER)] == ["class Mixer"]
 
 
 POLICY_CORPUS = sorted(CORPUS.glob("policy_*.py"))
@@ -430,7 +431,7 @@ def test_the_refused_mechanisms_are_real(name):
                           cwd=ROOT, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert effect in done.stdout
-    assert check_source(source + mixer(head="from flax import nnx\n")) != []
+    assert check_source(source + mixer(head="from flax import nnx\n"), MIXER) != []
 
 
 def test_the_policy_initialises_no_jax_backend():
@@ -441,7 +442,8 @@ def test_the_policy_initialises_no_jax_backend():
     script = (
         "import sys\nfrom jax._src import xla_bridge\n"
         "from asi_jax.candidates.policy import check_source\n"
-        "print(check_source(sys.stdin.read()), xla_bridge.backends_are_initialized())\n"
+        "from asi_jax.tasks.linear_attention.contract import MIXER\n"
+        "print(check_source(sys.stdin.read(), MIXER), xla_bridge.backends_are_initialized())\n"
     )
     done = subprocess.run([sys.executable, "-c", script], input=source, capture_output=True,
                           text=True, cwd=ROOT, timeout=300)  # fmt: skip

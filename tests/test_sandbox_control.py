@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from asi_jax.candidates.checker import CheckConfig
 from asi_jax.candidates.engineer import EngineerConfig, run_candidate
 from asi_jax.candidates.sandbox import Cancelled, Limits, run_worker
+from asi_jax.tasks.linear_attention.checker import CheckConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 ENDLESS = (ROOT / "tests" / "candidates" / "endless_loop.py").read_text()
@@ -33,7 +33,12 @@ def _processes_in(folder: Path) -> list[int]:
 def _endless_request(folder: Path) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "candidate.py").write_text(ENDLESS)
-    return {"task": "check", "check": dataclasses.asdict(CHECK), "train": None}
+    return {
+        "job": "check",
+        "task": "linear_attention",
+        "check": dataclasses.asdict(CHECK),
+        "train": None,
+    }
 
 
 def test_cancel_kills_the_worker_at_once_not_at_its_wall_limit(tmp_path):

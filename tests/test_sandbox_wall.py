@@ -25,8 +25,8 @@ import pytest
 from train_testing import tiny_dict
 
 from asi_jax.candidates import isolation
-from asi_jax.candidates.checker import CheckConfig
 from asi_jax.candidates.sandbox import Cancelled, Limits, run_worker
+from asi_jax.tasks.linear_attention.checker import CheckConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = dataclasses.asdict(CheckConfig(d_model=32, num_heads=2, seq_lens=(1, 19),
@@ -193,7 +193,7 @@ open(params_file, "w").write(json.dumps(params))
 found = isolation.detect()
 layers = {"full": found, "landlock_only": dataclasses.replace(found, bwrap=None),
           "namespaces_only": dataclasses.replace(found, landlock_abi=0)}[args["mode"]]
-request = {"task": "check", "check": args["check"], "train": None}
+request = {"job": "check", "task": "linear_attention", "check": args["check"], "train": None}
 result = run_worker(request, args["folder"], Limits(wall_seconds=240), layers=layers)
 time.sleep(max(0.0, params["late_at"] + 3 - time.time()))
 with open(args["out"], "w") as f:
@@ -341,7 +341,7 @@ def test_os_layers_are_active():
 
 
 def test_a_worker_reports_the_layers_it_applied(tmp_path):
-    outcome = run_worker({"task": "environment"}, tmp_path, Limits(wall_seconds=120))
+    outcome = run_worker({"job": "environment"}, tmp_path, Limits(wall_seconds=120))
     assert outcome.ok, (outcome.error, outcome.output_tail)
     layers = outcome.isolation
     assert layers["namespaces"] and layers["namespaces"].startswith("bubblewrap")
@@ -379,7 +379,7 @@ for fd in range(3, 256):
 raise ValueError("the real outcome")
 """
     (tmp_path / "candidate.py").write_text(_candidate(init))
-    request = {"task": "check", "check": CHECK, "train": None}
+    request = {"job": "check", "task": "linear_attention", "check": CHECK, "train": None}
     outcome = run_worker(request, tmp_path, Limits(wall_seconds=120))
     assert outcome.ok, (outcome.error, outcome.output_tail[-2000:])
     assert outcome.response["ok"] is False and outcome.response["stage"] == "instantiate"
@@ -389,7 +389,7 @@ raise ValueError("the real outcome")
 def test_a_native_crash_names_its_signal_and_where_it_struck(tmp_path):
     init = "import faulthandler\nfaulthandler._sigsegv()  # SIGSEGV, as from native code"
     (tmp_path / "candidate.py").write_text(_candidate(init))
-    request = {"task": "check", "check": CHECK, "train": None}
+    request = {"job": "check", "task": "linear_attention", "check": CHECK, "train": None}
     outcome = run_worker(request, tmp_path, Limits(wall_seconds=120))
     assert not outcome.ok and outcome.limit is None
     assert outcome.error.startswith(
@@ -427,7 +427,7 @@ for _ in iter(int, 1):
 
     watcher = threading.Thread(target=cancel_once_started)
     watcher.start()
-    request = {"task": "check", "check": CHECK, "train": None}
+    request = {"job": "check", "task": "linear_attention", "check": CHECK, "train": None}
     try:
         with pytest.raises(Cancelled):
             run_worker(request, folder, Limits(wall_seconds=240), cancel=cancel)
@@ -463,7 +463,13 @@ def test_the_runs_declared_data_is_readable_and_nothing_beside_it(tmp_path):
     check = dataclasses.asdict(CheckConfig(d_model=32, num_heads=2, batch_sizes=(1,),
                                            seq_lens=(5,), causal_seq_len=8,
                                            cost_seq_len=16))  # fmt: skip
-    request = {"task": "evaluate", "check": check, "train": config, "baseline": "deltanet"}
+    request = {
+        "job": "evaluate",
+        "task": "linear_attention",
+        "check": check,
+        "train": config,
+        "baseline": "deltanet",
+    }
     outcome = run_worker(request, tmp_path / "trained", Limits(wall_seconds=300),
                          read_only_paths=[text, vocab])  # fmt: skip
     assert outcome.ok, (outcome.error, outcome.output_tail[-3000:])
@@ -475,7 +481,7 @@ def test_the_runs_declared_data_is_readable_and_nothing_beside_it(tmp_path):
     init = f"import os\nraise ValueError(os.path.exists({str(beside)!r}))"
     (tmp_path / "reader").mkdir()
     (tmp_path / "reader" / "candidate.py").write_text(_candidate(init))
-    request = {"task": "check", "check": check, "train": None}
+    request = {"job": "check", "task": "linear_attention", "check": check, "train": None}
     outcome = run_worker(request, tmp_path / "reader", Limits(wall_seconds=120),
                          read_only_paths=[text, vocab])  # fmt: skip
     assert "ValueError: False" in outcome.response["reason"], outcome.response["reason"]
@@ -515,7 +521,12 @@ def test_gla_and_delta_rule_pass_the_default_check_in_the_sandbox(tmp_path):
     GLA chunk's gradient (see tests/data/xla_cpu_gla_crash), outside the sandbox too and
     with no address-space limit as well; no sandbox limit was involved."""
     (tmp_path / "candidate.py").write_text(_GLA_AND_DELTA_RULE)
-    request = {"task": "check", "check": dataclasses.asdict(CheckConfig()), "train": None}
+    request = {
+        "job": "check",
+        "task": "linear_attention",
+        "check": dataclasses.asdict(CheckConfig()),
+        "train": None,
+    }
     outcome = run_worker(request, tmp_path, Limits(wall_seconds=1800, cpu_seconds=3600))
     assert outcome.ok, (outcome.error, outcome.output_tail[-3000:])
     assert outcome.response["ok"], (outcome.response["stage"], outcome.response["reason"])

@@ -8,7 +8,8 @@ offline ones say so in their names ("offline-...").
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from asi_jax.cognition.store import Retrieved
@@ -91,3 +92,26 @@ class Judge(Protocol):
               population: Sequence[Record]) -> tuple[float, str]:  # fmt: skip
         """(score on 1-10, rationale)."""
         ...
+
+
+# (parent design, child design) -> {component: (old option, new option)} where they differ.
+DesignChanges = Callable[[Mapping[str, Any], Mapping[str, Any]], dict[str, tuple[Any, Any]]]
+
+
+def component_effects(records: Sequence[Record], changes: DesignChanges
+                      ) -> dict[tuple[str, Any], tuple[float, int]]:  # fmt: skip
+    """(component, new option) -> (mean fitness change from parent to child, count), over
+    evaluated children of evaluated parents with designs. A failed child counts as a change
+    of -1."""
+    by_id = {r.id: r for r in records}
+    totals: dict[tuple[str, Any], list[float]] = defaultdict(list)
+    for r in records:
+        parent = by_id.get(r.parent_id) if r.parent_id is not None else None
+        if parent is None or parent.fitness is None or r.status == "pending":
+            continue
+        if not (parent.design and r.design):
+            continue
+        delta = (r.fitness - parent.fitness) if r.fitness is not None else -1.0
+        for field, (_, new) in changes(parent.design, r.design).items():
+            totals[(field, new)].append(delta)
+    return {k: (sum(v) / len(v), len(v)) for k, v in totals.items()}

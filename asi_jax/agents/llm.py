@@ -17,10 +17,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from asi_jax.agents.base import Analysis, Proposal, Record, ResearchContext
-from asi_jax.candidates.policy import ALLOWED_IMPORTS
+
+if TYPE_CHECKING:
+    from asi_jax.tasks.base import Task
 
 
 class LLMError(RuntimeError):
@@ -166,45 +168,30 @@ def _field(values: dict, key: str, kind: type = str):
 # ------------------------------------------------------------------------------------------
 # The roles.
 
-_CONTRACT = f"""A candidate is one Python file defining `class Mixer(nnx.Module)`:
-    Mixer(d_model: int, num_heads: int, *, rngs: nnx.Rngs)   # keyword options need defaults
-    mixer(x: [B, T, d_model]) -> [B, T, d_model]              # causal, sub-quadratic in T
-Allowed imports: {", ".join(sorted(ALLOWED_IMPORTS))}. No file, network, process or
-environment access, no exec/eval/getattr, no `while` loops, no dunder attributes, no private
-(`_x`) attributes of modules. Modules are used only as `module.name`, never as values. Set
-attributes only as `self.x = ...` inside `__init__` or `__call__`; classes derive from nnx
-classes and define no dunder method but `__init__` and `__call__`; annotations are plain
-types.
-`pallas_kernels` provides chunked linear-attention ops (q, k: [B, T, H, K]; v: [B, T, H, V];
-returns (o [B, T, H, V], final_state)): linear_attention(q, k, v), simple_gla(q, k, v, g)
-with g [B, T, H] log decay, gla(q, k, v, gk) with gk [B, T, H, K], delta_rule(q, k, v, beta)
-with beta [B, T, H], gated_delta_rule(q, k, v, g, beta). Use L2-normalised q and k with the
-delta rules."""
 
-RESEARCHER_SYSTEM = (
-    "You are the researcher of an automated architecture-discovery loop. You design new "
-    "linear-attention token mixers as Flax NNX modules, building on a parent design, "
-    "reference designs, the analysis of earlier experiments and prior research.\n\n" + _CONTRACT
-)
+def researcher_system(task: Task) -> str:
+    return ("You are the researcher of an automated discovery loop. You design new "
+            "candidates, building on a parent design, reference designs, the analysis of "
+            "earlier experiments and prior research.\n\n" + task.contract)  # fmt: skip
 
 
-def _figures(r: Record) -> str:
+def _figures(r: Record, task: Task) -> str:
     if r.status != "evaluated":
         return f"{r.status} ({r.failure_stage}: {(r.failure_reason or '')[-200:]})"
-    return (f"loss {r.loss:.4f}, recall {r.benchmark:.3f}"
+    return (f"{task.loss.short} {r.loss:.4f}, {task.benchmark.short} {r.benchmark:.3f}"
             + (f", fitness {r.fitness:.3f}" if r.fitness is not None else ""))  # fmt: skip
 
 
-def research_prompt(context: ResearchContext) -> str:
+def research_prompt(context: ResearchContext, task: Task) -> str:
     p = context.parent
     parts = [
-        f"## Parent: {p.name} ({_figures(p)})\nMotivation:\n{p.motivation}\n\n"
+        f"## Parent: {p.name} ({_figures(p, task)})\nMotivation:\n{p.motivation}\n\n"
         f"```python\n{p.code}\n```",
         f"## Analysis of the parent\n{context.problem_summary}",
     ]
     if context.references:
         parts.append("## References\n" + "\n".join(
-            f"- {r.name} ({_figures(r)}): {r.motivation.splitlines()[0][:300]}"
+            f"- {r.name} ({_figures(r, task)}): {r.motivation.splitlines()[0][:300]}"
             for r in context.references))  # fmt: skip
     if context.lessons:
         parts.append("## Lessons from earlier experiments\n"
@@ -215,7 +202,7 @@ def research_prompt(context: ResearchContext) -> str:
             f"Innovation: {r.entry.algorithmic_innovation}\n"
             f"Guidance: {r.entry.implementation_guidance}" for r in context.cognition))  # fmt: skip
     parts.append(
-        "## Task\nPropose one new mixer that addresses the analysis. Reply with a JSON object "
+        "## Task\nPropose one new candidate that addresses the analysis. Reply with a JSON object "
         '{"name": short-kebab-case, "motivation": why this design should work, citing the '
         'research or lessons it uses, "idea_origins": [{"idea": ..., "origin": "cognition" | '
         '"analysis" | "original", "evidence": ...}]} and then the complete candidate file in '
@@ -225,12 +212,14 @@ def research_prompt(context: ResearchContext) -> str:
 
 
 class LLMResearcher:
-    def __init__(self, client: LLMClient):
-        self.client = client
+    def __init__(self, client: LLMClient, task: Task):
+        self.client, self.task = client, task
         self.name = f"llm-researcher:{client.name}"
 
     def propose(self, context: ResearchContext) -> Proposal:
-        reply = self.client.complete(RESEARCHER_SYSTEM, research_prompt(context))
+        reply = self.client.complete(
+            researcher_system(self.task), research_prompt(context, self.task)
+        )
         values, code = extract_json(reply.split("```python")[0] + "\n"), extract_code(reply)
         name = re.sub(r"[^a-z0-9-]+", "-", _field(values, "name").lower()).strip("-")[:60]
         origins = [o for o in values.get("idea_origins", []) if isinstance(o, dict)
@@ -243,30 +232,35 @@ class LLMResearcher:
                   "Fix the cause, keeping the design's idea. Reply with the complete corrected "
                   "file in one ```python block.")  # fmt: skip
         try:
-            return extract_code(self.client.complete(RESEARCHER_SYSTEM, prompt))
+            return extract_code(self.client.complete(researcher_system(self.task), prompt))
         except LLMError:
             return None  # the engineer records the last failure; the run goes on
 
 
 class LLMAnalyser:
-    def __init__(self, client: LLMClient):
-        self.client = client
+    def __init__(self, client: LLMClient, task: Task):
+        self.client, self.task = client, task
         self.name = f"llm-analyser:{client.name}"
 
     def analyse(self, record: Record, parent: Record | None,
                 siblings: Sequence[Record]) -> Analysis:  # fmt: skip
-        lines = [f"## Candidate {record.name}: {_figures(record)}\n{record.motivation}",
+        lines = [f"## Candidate {record.name}: {_figures(record, self.task)}\n{record.motivation}",
                  f"Metrics: {json.dumps((record.metrics or {}).get('eval'))}"]  # fmt: skip
         if parent:
-            lines.append(f"## Parent {parent.name}: {_figures(parent)}\n{parent.motivation}")
-        lines += [f"- sibling {s.name}: {_figures(s)}" for s in siblings if s.id != record.id]
+            lines.append(
+                f"## Parent {parent.name}: {_figures(parent, self.task)}\n{parent.motivation}"
+            )
+        lines += [
+            f"- sibling {s.name}: {_figures(s, self.task)}" for s in siblings if s.id != record.id
+        ]
         lines.append(
             'Reply with a JSON object {"report": what changed and what it did, '
             '"problem_summary": the remaining weakness, in one or two sentences that describe '
             'the experimental situation, "lesson": one reusable sentence}.'
         )
-        system = ("You are the analyser of an architecture-discovery loop: compare a result "
-                  "with its parent and siblings and say what was learned.")  # fmt: skip
+        system = ("You are the analyser of an automated discovery loop: compare a result "
+                  "with its parent and siblings and say what was learned.\n\n"
+                  + self.task.contract)  # fmt: skip
         values = extract_json(self.client.complete(system, "\n\n".join(lines)))
         return Analysis(
             _field(values, "report"),
@@ -276,8 +270,8 @@ class LLMAnalyser:
 
 
 class LLMJudge:
-    def __init__(self, client: LLMClient):
-        self.client = client
+    def __init__(self, client: LLMClient, task: Task):
+        self.client, self.task = client, task
         self.name = f"llm-judge:{client.name}"
 
     def judge(self, record: Record, *, nearest_similarity: float,
@@ -289,8 +283,8 @@ class LLMJudge:
             "Score its novelty and soundness from 1 to 10. Reply with a JSON object "
             '{"score": number, "rationale": text}.'
         )
-        system = ("You are the judge of an architecture-discovery loop: rate how novel and "
-                  "sound a proposed linear-attention mixer is.")  # fmt: skip
+        system = ("You are the judge of an automated discovery loop: rate how novel and "
+                  "sound a proposed candidate is.\n\n" + self.task.contract)  # fmt: skip
         values = extract_json(self.client.complete(system, prompt))
         score = values.get("score")
         if not isinstance(score, (int, float)) or not 1 <= score <= 10:

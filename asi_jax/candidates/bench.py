@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from asi_jax.candidates import isolation
-from asi_jax.candidates.checker import CheckConfig
 from asi_jax.candidates.engineer import EngineerConfig, run_candidate
 from asi_jax.candidates.sandbox import Limits, run_worker
+from asi_jax.tasks.linear_attention.checker import CheckConfig
 
 
 def _median_seconds(run, repeats: int) -> float:
@@ -58,7 +58,7 @@ def startup(repeats: int = 5) -> dict[str, Any]:
                 continue  # this machine lacks the layer
 
             def environment(layer=layer, name=name) -> None:
-                result = run_worker({"task": "environment"}, folder / name.replace(" ", "_"),
+                result = run_worker({"job": "environment"}, folder / name.replace(" ", "_"),
                                     Limits(wall_seconds=300), layers=layer)  # fmt: skip
                 if not result.ok:
                     raise RuntimeError(f"{name}: {result.error}")

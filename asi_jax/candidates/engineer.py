@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import threading
 import time
@@ -22,14 +23,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
-from flax import nnx
-
-from asi_jax.candidates.checker import CheckConfig
 from asi_jax.candidates.policy import check_source
 from asi_jax.candidates.sandbox import Limits, SandboxResult, run_worker
 from asi_jax.candidates.worker import CANDIDATE_FILE
-from asi_jax.models.mixers import get_mixer
+from asi_jax.tasks import Task, get_task
 from asi_jax.train.config import ExperimentConfig, to_dict
 
 # (source, error) -> revised source, or None to give up; an agent, or a person, fills this role.
@@ -38,11 +35,11 @@ Reviser = Callable[[str, str], str | None]
 
 @dataclasses.dataclass(frozen=True)
 class EngineerConfig:
-    check: CheckConfig = CheckConfig()
+    task: str = "linear_attention"  # a registered task (`asi_jax.tasks`)
+    check: Any = None  # the task's check settings (its `check_config`); None: its defaults
     train: ExperimentConfig | None = None  # None: check only
     limits: Limits = Limits()
-    baseline: str = "deltanet"  # the parameter budget is relative to this mixer's
-    param_budget_ratio: float = 1.5
+    reference: str | None = None  # budgets are relative to this baseline; None: the task's
     max_attempts: int = 2  # sources tried: the first, then each revision
     limit_retries: int = 0  # retries, at doubled limits, of an attempt that ran out of time
     visible_devices: str | None = None  # pin the sandbox to these accelerators
@@ -82,26 +79,37 @@ def code_hash(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
-def parameter_budget(config: EngineerConfig) -> tuple[int, int]:
-    """param_budget_ratio times the baseline mixer's parameters at the check's width and at
-    twice it (the same heads): a candidate must fit both, so its parameters cannot grow
-    faster with the width than the baseline's."""
-    c = config.check
+def task_file(task: Task) -> str | None:
+    """The source file of a task defined outside asi_jax (a user's or a test's), which the
+    worker imports to register it; it reaches the sandbox read-only, like declared data."""
+    cls = type(task)
+    return None if cls.__module__.startswith("asi_jax.") else inspect.getfile(cls)
 
-    def budget(d_model: int) -> int:
-        baseline = nnx.eval_shape(lambda: get_mixer(config.baseline)(d_model, c.num_heads,
-                                                                    rngs=nnx.Rngs(0)))  # fmt: skip
-        count = sum(x.size for x in jax.tree.leaves(nnx.state(baseline, nnx.Param)))
-        return int(config.param_budget_ratio * count)
 
-    return budget(c.d_model), budget(2 * c.d_model)
+def worker_request(config: EngineerConfig, baseline: str | None = None) -> dict[str, Any]:
+    """What the sandboxed worker is asked to do: the task's check (and the stage's training
+    when configured), for the candidate's file or the trusted `baseline`."""
+    task = get_task(config.task)
+    check = config.check if config.check is not None else task.check_config()
+    return {
+        "job": "check" if config.train is None else "evaluate",
+        "task": task.name,
+        "task_file": task_file(task),
+        "check": task.check_request(
+            check, config.train, config.reference or task.default_reference
+        ),
+        "train": None if config.train is None else to_dict(config.train),
+        "baseline": baseline,
+        "pinned": config.visible_devices,
+    }
 
 
 def _attempt(number: int, source: str, config: EngineerConfig, workdir: Path,
              baseline: str | None, limits: Limits,
              cancel: threading.Event | None) -> Attempt:  # fmt: skip
     start = time.monotonic()
-    violations = [] if baseline else check_source(source)  # baselines are our own code
+    task: Task = get_task(config.task)
+    violations = [] if baseline else check_source(source, task.policy)  # baselines: our code
     digest = code_hash(source)
     if violations:
         reason = "\n".join(str(v) for v in violations)
@@ -110,23 +118,9 @@ def _attempt(number: int, source: str, config: EngineerConfig, workdir: Path,
     folder = workdir / f"attempt{number}"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CANDIDATE_FILE).write_text(source)
-    budget, budget_wide = parameter_budget(config)
-    # Causality is checked at the shapes the run trains and evaluates at too: its batches
-    # and the held-out sets' last, smaller one.
-    shapes = None if config.train is None else config.train.data
-    check = dataclasses.replace(
-        config.check, max_params=budget, max_params_wide=budget_wide,
-        train_batch_sizes=() if shapes is None else (shapes.batch_size,
-                                                     shapes.eval_examples % shapes.batch_size),
-        train_seq_len=0 if shapes is None else shapes.seq_len)  # fmt: skip
-    request = {
-        "task": "check" if config.train is None else "evaluate",
-        "check": dataclasses.asdict(check),
-        "train": None if config.train is None else to_dict(config.train),
-        "baseline": baseline,
-        "pinned": config.visible_devices,
-    }
+    request = worker_request(config, baseline)
     data = () if config.train is None else config.train.data.declared_paths
+    data = (*data, *([request["task_file"]] if request["task_file"] else []))
     outcome: SandboxResult = run_worker(request, folder, limits, read_only_paths=data,
                                         visible_devices=config.visible_devices,
                                         cancel=cancel)  # fmt: skip
@@ -168,7 +162,8 @@ def run_candidate(source: str, config: EngineerConfig, workdir: str | Path, *,
                   baseline: str | None = None,
                   cancel: threading.Event | None = None) -> Result:  # fmt: skip
     """Static policy, then check (and train, if configured) in the sandbox, without revision.
-    `baseline` names a registry mixer to run instead of `source` (which then only labels it)."""
+    `baseline` names a task's baseline to run instead of `source` (which then only labels
+    it)."""
     workdir = Path(workdir)
     result = _result(_attempts(1, source, config, workdir, baseline, cancel), source)
     _save(result, workdir)
@@ -209,6 +204,7 @@ def evaluate_candidate_run(
     eval_examples: int | None = None,
     limits: Limits | None = None,
     read_only_paths: Sequence[str] = (),
+    task: str = "linear_attention",
 ) -> dict[str, Any]:
     """Re-evaluates the training run of the candidate in `folder` (the sandbox folder holding
     its candidate.py and train/) in a fresh sandboxed worker; see `asi_jax.evals.checkpoint`.
@@ -222,12 +218,12 @@ def evaluate_candidate_run(
     source_file = folder / CANDIDATE_FILE
     if not source_file.is_file():
         raise FileNotFoundError(f"{str(folder)!r} holds no {CANDIDATE_FILE}")
-    violations = check_source(source_file.read_text())
+    violations = check_source(source_file.read_text(), get_task(task).policy)
     if violations:
         raise RuntimeError(f"{source_file} no longer passes the policy: {violations[0]}")
     options = {"step": step, "kv_pairs": None if kv_pairs is None else list(kv_pairs),
                "eval_examples": eval_examples}  # fmt: skip
-    request = {"task": "evaluate_checkpoint", "evaluate": options}
+    request = {"job": "evaluate_checkpoint", "task": task, "evaluate": options}
     outcome = run_worker(request, folder, limits or Limits(), read_only_paths=read_only_paths)
     if not outcome.ok:
         raise RuntimeError(f"evaluation in the sandbox failed: {outcome.error}\n"

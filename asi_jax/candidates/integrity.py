@@ -21,6 +21,7 @@ when its call returns, before any harness code runs after it.
 
 from __future__ import annotations
 
+import functools
 import sys
 import types
 from typing import Any
@@ -100,10 +101,21 @@ class Integrity:
             self.violations.append(message)
             raise Tampering(message)
 
-    def guard(self, cls: type) -> type:
-        """A subclass of the candidate's class whose construction and calls are followed by
-        `verify`, so a patch left in place by its code is caught at once."""
+    def guard(self, symbol: Any) -> Any:
+        """The candidate's symbol with `verify` after each use, so a patch left in place by
+        its code is caught at once: for a class, a subclass whose construction and calls are
+        followed by it; for a function, a wrapper."""
         integrity = self
+        if not isinstance(symbol, type):
+
+            @functools.wraps(symbol)
+            def guarded(*args, **kwargs):
+                out = symbol(*args, **kwargs)
+                integrity.verify(f"after {symbol.__name__}")
+                return out
+
+            return guarded
+        cls = symbol
 
         class Guarded(cls):
             def __init__(self, *args, **kwargs):

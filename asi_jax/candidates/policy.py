@@ -6,7 +6,7 @@ internals the policy keeps it from changing anything it does not own: a patched 
 patched cost analysis or a new pytree registration would fool the checks from inside. Each
 rule is reported with its line and construct:
 
-- Imports: only `ALLOWED_MODULES` (the contract's `ALLOWED_IMPORTS` and the numeric
+- Imports: only the task's `Contract` modules (what it lists as imports and the numeric
   submodules they expose); `from m import name` is checked as the attribute `m.name`.
 - A module is never a value, only the left side of an attribute (`jnp.sum`): no alias,
   container, argument or default carries one where the rules cannot follow.
@@ -50,39 +50,35 @@ import sys
 import types
 from collections.abc import Iterable, Iterator, MutableMapping, MutableSequence, MutableSet
 
-ALLOWED_IMPORTS = frozenset(
-    {
-        "jax",
-        "jax.numpy",
-        "jax.nn",
-        "jax.lax",
-        "flax.nnx",
-        "einops",
-        "math",
-        "functools",
-        "typing",
-        "pallas_kernels",
-    }
-)
-# What a mixer may reach besides, by import or attribute: the numeric submodules that the
-# allowed modules expose, chosen from their listings of submodules and module-valued
-# attributes (jax 0.10, flax 0.12). Left out on purpose, among others: jax.stages, jax.version,
-# jax.debug, jax.experimental, jax.profiler, jax.monitoring, jax.extend, jax.ffi, jax.core,
-# jax._src; flax.nnx.graph and nnx's other internals; einops.einops; typing's own imports
-# (typing.sys); pallas_kernels.benchmark, .testing and .tuning.
-ALLOWED_MODULES = ALLOWED_IMPORTS | frozenset(
-    {
-        "jax.numpy.fft", "jax.numpy.linalg", "jax.nn.initializers", "jax.lax.linalg",
-        "jax.random", "jax.tree", "jax.tree_util", "jax.typing", "jax.dtypes", "jax.image",
-        "jax.ops", "jax.scipy", "jax.scipy.special", "jax.scipy.signal", "jax.scipy.linalg",
-        "jax.scipy.fft", "flax.nnx.nn.initializers", "pallas_kernels.ops",
-    }
-)  # fmt: skip
-# Packages that are only a way to an allowed module below them (`from flax import nnx`).
-_PASSAGES = (
-    frozenset(m.rsplit(".", i)[0] for m in ALLOWED_MODULES for i in range(1, m.count(".") + 1))
-    - ALLOWED_MODULES
-)
+
+@dataclasses.dataclass(frozen=True)
+class Contract:
+    """What a task's candidates may import and reach, and the symbol they must define."""
+
+    imports: frozenset[str]  # what a candidate may import (listed in messages and prompts)
+    modules: frozenset[str]  # `imports` and the submodules they expose that it may reach
+    symbol: str  # e.g. "Mixer"
+    symbol_kind: str  # "class" or "function"
+    described: str  # how messages name it: "`class Mixer(nnx.Module)`"
+
+    def __post_init__(self):
+        if not self.imports <= self.modules:
+            raise ValueError("a contract's imports must be among its modules")
+        if self.symbol_kind not in ("class", "function"):
+            raise ValueError(f"symbol_kind is 'class' or 'function', got {self.symbol_kind!r}")
+
+    @functools.cached_property
+    def passages(self) -> frozenset[str]:
+        """Packages that are only a way to an allowed module below them (`from flax import
+        nnx`)."""
+        return (
+            frozenset(m.rsplit(".", i)[0] for m in self.modules for i in range(1, m.count(".") + 1))
+            - self.modules
+        )
+
+    def reachable(self, module: str) -> bool:
+        return module in self.modules or module in self.passages
+
 
 FORBIDDEN_NAMES = frozenset(
     {
@@ -98,7 +94,7 @@ FORBIDDEN_NAMES = frozenset(
 # nnx methods that set attributes named by a string: on `self` too, they could make an attribute
 # that the rules take for an instance the candidate built hold a class shared with the checker.
 _SET_BY_NAME = ("sow", "perturb", "set_attributes")
-# Attributes a mixer never needs, refused on anything but its own instance (`self.load`), by
+# Attributes a candidate never needs, refused on anything but its own instance (`self.load`), by
 # what they do.
 _FORBIDDEN_ATTRIBUTE_GROUPS = {
     "reads or writes files": (
@@ -197,24 +193,24 @@ def _submodule(module: types.ModuleType, attr: str) -> str | None:
 
 
 def _module_ref(name: str) -> _Ref:
-    """Imports only what `ALLOWED_MODULES` and `_PASSAGES` name: numeric libraries whose
+    """Imports only what a contract's modules and passages name: numeric libraries whose
     import initialises no JAX backend (the controller leaves those to the workers)."""
     return _Ref(importlib.import_module(name), name)
 
 
-def _step(ref: _Ref, attr: str) -> _Ref:
+def _step(ref: _Ref, attr: str, contract: Contract) -> _Ref:
     """`ref.attr`, read from `__dict__`s without running any code; raises `_Refused`."""
     obj, path = ref.obj, f"{ref.path}.{attr}"
     if isinstance(obj, types.ModuleType):
         sub = _submodule(obj, attr)
         if sub is not None:
-            if sub not in ALLOWED_MODULES | _PASSAGES:
+            if not contract.reachable(sub):
                 raise _Refused(_reach(sub))
             return _Ref(importlib.import_module(sub), path)
         if attr not in vars(obj):
             raise _Refused(f"{obj.__name__} has no attribute {attr!r}")
         value = vars(obj)[attr]
-        if obj.__name__ in _PASSAGES and not isinstance(value, types.ModuleType):
+        if obj.__name__ in contract.passages and not isinstance(value, types.ModuleType):
             raise _Refused(f"{obj.__name__} is only the way to its allowed submodules")
     elif isinstance(obj, type):
         try:
@@ -232,7 +228,7 @@ def _step(ref: _Ref, attr: str) -> _Ref:
         value = vars(obj)[attr]
     else:
         raise _Refused(f"{ref.path} is a {type(obj).__name__}: use it, not its attributes")
-    if isinstance(value, types.ModuleType) and value.__name__ not in ALLOWED_MODULES | _PASSAGES:
+    if isinstance(value, types.ModuleType) and not contract.reachable(value.__name__):
         raise _Refused(_reach(value.__name__))
     if isinstance(value, _MUTABLE):
         raise _Refused(f"is module state (a {type(value).__name__}); candidates do not touch it")
@@ -247,8 +243,8 @@ def _is_dunder(name: str) -> bool:
     return name.startswith("__") and name.endswith("__") and len(name) > 4
 
 
-def _import_message(name: str) -> str:
-    return f"{name} is not an allowed import; allowed: {', '.join(sorted(ALLOWED_IMPORTS))}"
+def _import_message(name: str, contract: Contract) -> str:
+    return f"{name} is not an allowed import; allowed: {', '.join(sorted(contract.imports))}"
 
 
 def _text(node: ast.AST, limit: int = 60) -> str:
@@ -369,8 +365,8 @@ def _format_fields(text: str) -> list[str]:
 
 
 class _Checker(ast.NodeVisitor):
-    def __init__(self, tree: ast.Module):
-        self.tree = tree
+    def __init__(self, tree: ast.Module, contract: Contract):
+        self.tree, self.contract = tree, contract
         self.violations: list[Violation] = []
         self.nodes = list(ast.walk(tree))
         self.parents: dict[ast.AST, ast.AST] = {}
@@ -413,7 +409,7 @@ class _Checker(ast.NodeVisitor):
             found = []
             for ref in self.refs(node.value):
                 with contextlib.suppress(_Refused):
-                    found.append(_step(ref, node.attr))
+                    found.append(_step(ref, node.attr, self.contract))
             return found
         if isinstance(node, ast.IfExp):
             return self.refs(node.body) + self.refs(node.orelse)
@@ -428,13 +424,14 @@ class _Checker(ast.NodeVisitor):
     def _import_refs(self, node: ast.Import | ast.ImportFrom) -> Iterator[tuple[str, _Ref]]:
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name in ALLOWED_MODULES:
+                if alias.name in self.contract.modules:
                     bound = alias.name if alias.asname else alias.name.split(".")[0]
                     yield alias.asname or bound, _module_ref(bound)
-        elif not node.level and node.module in ALLOWED_MODULES | _PASSAGES:
+        elif not node.level and self.contract.reachable(node.module):
             for alias in node.names:
                 with contextlib.suppress(_Refused):
-                    yield alias.asname or alias.name, _step(_module_ref(node.module), alias.name)
+                    yield alias.asname or alias.name, _step(_module_ref(node.module), alias.name,
+                                                            self.contract)  # fmt: skip
 
     def _bind_names(self) -> None:
         """Imports, then aliases of what they bind, until nothing new is found."""
@@ -644,7 +641,7 @@ class _Checker(ast.NodeVisitor):
         elif attr.startswith("_") and not own:
             return "private attributes are the candidate's own: self._x in __init__ or __call__"
         elif attr in FORBIDDEN_ATTRIBUTES and not (own and attr not in _SET_BY_NAME):
-            return f"{_ATTRIBUTE_REASONS[attr]}; a mixer has no need of it"
+            return f"{_ATTRIBUTE_REASONS[attr]}; a candidate has no need of it"
         elif attr in _MUTATORS and not (isinstance(value, ast.Name)
                                         and value.id in self.own_functions):  # fmt: skip
             return "redefines a function's derivatives; only for functions defined here"
@@ -677,7 +674,7 @@ class _Checker(ast.NodeVisitor):
         else:
             for ref in self.refs(node.value):
                 try:
-                    _step(ref, node.attr)
+                    _step(ref, node.attr, self.contract)
                 except _Refused as e:
                     self.flag(node, _text(node), str(e))
                     break
@@ -688,8 +685,9 @@ class _Checker(ast.NodeVisitor):
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
-            if alias.name not in ALLOWED_MODULES:
-                self.flag(node, f"import {alias.name}", _import_message(alias.name))
+            if alias.name not in self.contract.modules:
+                self.flag(node, f"import {alias.name}",
+                          _import_message(alias.name, self.contract))  # fmt: skip
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         module = node.module or ""
@@ -703,13 +701,14 @@ class _Checker(ast.NodeVisitor):
                     self.flag(node, construct, "only `from __future__ import annotations`")
             elif alias.name == "*":
                 self.flag(node, f"from {module} import *", "star imports hide what is used")
-            elif module not in ALLOWED_MODULES | _PASSAGES:
-                self.flag(node, construct, _import_message(f"{module}.{alias.name}"))
+            elif not self.contract.reachable(module):
+                self.flag(node, construct,
+                          _import_message(f"{module}.{alias.name}", self.contract))  # fmt: skip
             else:
                 problem = self._attribute_problem(ast.Attribute(ast.Constant(0), alias.name))
                 if problem is None:
                     try:
-                        _step(_module_ref(module), alias.name)
+                        _step(_module_ref(module), alias.name, self.contract)
                     except _Refused as e:
                         problem = str(e)
                 if problem:
@@ -885,22 +884,23 @@ class _Checker(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_Global(self, node: ast.Global) -> None:
-        self.flag(node, "global", "module state is not part of a mixer")
+        self.flag(node, "global", "module state is not part of a candidate")
 
     visit_Yield = visit_YieldFrom = _refused_statement(
-        "yield", "a mixer is no generator (a suspended one keeps its `with` blocks open)"
+        "yield", "a candidate is no generator (a suspended one keeps its `with` blocks open)"
     )
     visit_AsyncFunctionDef = visit_AsyncFor = visit_AsyncWith = visit_Await = _refused_statement(
-        "async", "a mixer runs no coroutines"
+        "async", "a candidate runs no coroutines"
     )
     visit_Match = _refused_statement("match", "class patterns read attributes by name; use if")
 
 
-def check_source(source: str) -> list[Violation]:
-    """Every violation of the policy, in source order; [] when the source is acceptable.
+def check_source(source: str, contract: Contract) -> list[Violation]:
+    """Every violation of the policy under the task's `contract`, in source order; [] when
+    the source is acceptable.
 
-    A syntax error is one violation naming its line. A source without `class Mixer` is one
-    too: it cannot follow the contract.
+    A syntax error is one violation naming its line. A source that does not define the
+    contract's symbol at the top level is one too.
     """
     try:
         tree = ast.parse(source)
@@ -909,14 +909,14 @@ def check_source(source: str) -> list[Violation]:
     except (ValueError, RecursionError, MemoryError) as e:  # NUL bytes; absurd nesting
         return [Violation(1, "syntax", f"the source does not parse: {type(e).__name__}")]
     try:
-        checker = _Checker(tree)
+        checker = _Checker(tree, contract)
         checker.visit(tree)
     except RecursionError:
         return [Violation(1, "nesting", "expressions nest too deeply to check; split them up")]
-    has_mixer = any(isinstance(n, ast.ClassDef) and n.name == "Mixer" for n in tree.body)
-    if not has_mixer:
-        checker.violations.append(
-            Violation(1, "class Mixer", "the candidate must define `class Mixer(nnx.Module)`")
-        )
+    kind = ast.ClassDef if contract.symbol_kind == "class" else ast.FunctionDef
+    if not any(isinstance(n, kind) and n.name == contract.symbol for n in tree.body):
+        checker.violations.append(Violation(
+            1, f"{contract.symbol_kind} {contract.symbol}",
+            f"the candidate must define {contract.described}"))  # fmt: skip
     unique = dict.fromkeys(checker.violations)
     return sorted(unique, key=lambda v: v.line)

@@ -1,9 +1,11 @@
 """The sandboxed worker process: loads a candidate and checks, trains or re-evaluates it.
 
 Started only by `sandbox.run_worker` (inside bubblewrap where the machine has it). It reads
-one JSON request from stdin:
-    {"task": "check" | "evaluate" | "environment", "check": {...}, "train": {...}}
-    {"task": "evaluate_checkpoint", "evaluate": {step, kv_pairs, eval_examples}}
+one JSON request from stdin, naming a job and the task (`asi_jax.tasks`) whose candidate it is:
+    {"job": "check" | "evaluate", "task": name, "check": {...}, "train": {...} | None,
+     "baseline": name | None}
+    {"job": "evaluate_checkpoint", "task": name, "evaluate": {step, kv_pairs, eval_examples}}
+    {"job": "environment"}
 plus what the parent adds (limits, the wall's paths, the response channel and its token).
 While it is still its only thread it sets its resource limits and applies Landlock to itself
 (`isolation.restrict`); only then does it import JAX and the rest, whose thread pools are
@@ -135,36 +137,38 @@ def _trimmed_traceback(error: BaseException, limit: int = 2500) -> str:
     return text[-limit:]
 
 
-def load_candidate(workdir: Path):
-    """Executes the candidate's source and returns its `Mixer` class."""
+def load_candidate(workdir: Path, task) -> Any:
+    """Executes the candidate's source and returns the symbol its task's contract names."""
     source = (workdir / CANDIDATE_FILE).read_text()
     namespace: dict = {"__name__": "candidate"}
     code = compile(source, str(workdir / CANDIDATE_FILE), "exec")
     exec(code, namespace)  # the audit hook is in place; the static policy ran before
-    mixer = namespace.get("Mixer")
-    if not isinstance(mixer, type):
-        raise TypeError("the candidate defines no class Mixer")
-    return mixer
+    return task.load(namespace)
 
 
 def handle(request: dict, workdir: Path, data: Sequence[str], layers: dict[str, Any]) -> dict:
-    """Runs the request's task; every failure becomes a response naming its stage. `layers`
+    """Runs the request's job; every failure becomes a response naming its stage. `layers`
     is the record of the sandbox's layers, which a training run's run.json keeps."""
     import importlib
+    import importlib.util
 
     import jax
 
-    from asi_jax.candidates import checker
     from asi_jax.candidates.integrity import Integrity
-    from asi_jax.candidates.policy import ALLOWED_MODULES
-    from asi_jax.evals.checkpoint import evaluate_run
-    from asi_jax.train.config import from_config_dict
-    from asi_jax.train.trainer import train
+    from asi_jax.tasks import get_task
 
-    task = request["task"]
+    job = request["job"]
+    if request.get("task_file"):  # a task defined outside asi_jax registers on import
+        spec = importlib.util.spec_from_file_location(f"task_{request['task']}",
+                                                      request["task_file"])  # fmt: skip
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    task = None if job == "environment" else get_task(request["task"])
     # Started before the hook: a backend's drivers open device files outside the folder.
     backend = jax.default_backend()
-    for name in sorted(ALLOWED_MODULES):  # what a candidate may import is loaded, and watched
+    modules = (*task.policy.modules, *task.worker_modules) if task else ()
+    for name in sorted(modules):  # what a candidate may import is loaded, and watched
         importlib.import_module(name)
     install_audit_hook(workdir, data)
     layers["audit_hook"] = True
@@ -173,7 +177,7 @@ def handle(request: dict, workdir: Path, data: Sequence[str], layers: dict[str, 
         return {"ok": False, "stage": "sandbox", "reason": (
             f"this worker is pinned to accelerator {pinned}, but JAX found only the CPU: more "
             "workers than accelerators, or pin_devices on a host without them?")}  # fmt: skip
-    if task == "environment":  # lets tests prove what the worker can and cannot see
+    if task is None:  # lets tests prove what the worker can and cannot see
         return {"environment": list(INHERITED_ENVIRONMENT), "cwd": os.getcwd()}
     integrity = Integrity()  # every module the harness uses is loaded; the candidate is not
 
@@ -181,37 +185,34 @@ def handle(request: dict, workdir: Path, data: Sequence[str], layers: dict[str, 
         """`response`, unless the candidate changed the harness's modules on the way."""
         if not integrity.violations:
             with contextlib.suppress(Tampering):
-                integrity.verify(f"by the end of {task}")
+                integrity.verify(f"by the end of {job}")
         if integrity.violations:
             return {"ok": False, "stage": "tampering", "reason": integrity.violations[0],
                     "check": response.get("check")}  # fmt: skip
         return response
 
     try:
-        if request.get("baseline"):  # a registry mixer: trusted code, same checks and training
-            from asi_jax.models.mixers import get_mixer
-
-            mixer = get_mixer(request["baseline"])
+        if request.get("baseline"):  # trusted code of ours: same checks and training
+            symbol = task.baseline_symbol(request["baseline"])
         else:
-            mixer = integrity.guard(load_candidate(workdir))
+            symbol = integrity.guard(load_candidate(workdir, task))
     except BaseException as e:
         return judged({"ok": False, "stage": "load", "reason": _trimmed_traceback(e)})
-    if task == "evaluate_checkpoint":
+    if job == "evaluate_checkpoint":
         try:
-            result = evaluate_run(workdir / TRAIN_FOLDER, mixer=mixer, **request["evaluate"])
+            result = task.evaluate_checkpoint(symbol, workdir / TRAIN_FOLDER, request["evaluate"])
         except BaseException as e:
             return judged({"ok": False, "stage": "evaluate", "reason": _trimmed_traceback(e)})
         return judged({"ok": True, "stage": None, "reason": None, "eval": result})
-    check_config = checker.CheckConfig(**request["check"])
-    report = checker.check_mixer(mixer, check_config, describe=_trimmed_traceback)
-    if task == "check" or not report["ok"]:
+    report = task.check(symbol, request["check"], _trimmed_traceback)
+    if job == "check" or not report["ok"]:
         return judged({**report, "check": report})
-    # The run records which mixer it trained: the baseline's name, or the candidate's file.
-    trained = request.get("baseline") or CANDIDATE_FILE
+    # The run records what it trained: the baseline's name, or the candidate's file.
+    label = request.get("baseline") or CANDIDATE_FILE
     try:
-        config = from_config_dict({**request["train"], "mixer": trained})
-        result = train(config, workdir / TRAIN_FOLDER, mixer=mixer, isolation=layers,
-                       log=lambda line: print(line, flush=True))  # fmt: skip
+        result = task.evaluate(symbol, request["train"], workdir / TRAIN_FOLDER, label=label,
+                               isolation=layers,
+                               log=lambda line: print(line, flush=True))  # fmt: skip
     except BaseException as e:
         return judged({"ok": False, "stage": "train", "reason": _trimmed_traceback(e),
                        "check": report})  # fmt: skip

@@ -25,7 +25,6 @@ FIELDS = {
     "IMPLEMENTATION_GUIDANCE": "implementation_guidance",
 }
 ASI_ARCH_FIELDS = tuple(k for k in FIELDS if k.isupper())
-SHIPPED_ENTRIES = Path(__file__).with_name("entries.jsonl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +71,7 @@ def entry_from_json(item, where: str, *, title: str | None = None,
     return CognitionEntry(**{name: _text(item[key], where, key) for key, name in FIELDS.items()})
 
 
-def load_jsonl(path: str | Path = SHIPPED_ENTRIES) -> list[CognitionEntry]:
+def load_jsonl(path: str | Path) -> list[CognitionEntry]:
     path = Path(path)
     entries = []
     for number, line in enumerate(path.read_text().splitlines(), 1):

@@ -1,1 +1,3 @@
-"""The evolution loop's parts: fitness, sampling (more to come: database, loop, workers)."""
+"""The evolution loop, task-free: the controller schedules; `db` stores (all SQL), `state`
+reads, `report` writes the leaderboard and progress lines, `islands` keeps the populations,
+`fitness`, `sampling` and `novelty` score, choose and filter."""

@@ -1,8 +1,11 @@
 """The evolution run's typed configuration, from `configs/<name>.py` via `from_config_dict`.
 
+`task` names what is evolved (`asi_jax.tasks`); `check` holds that task's check settings.
 Two stages: `explore` (every candidate, small config) and `verify` (the top candidates by
 exploration fitness and the baselines, retrained at a larger config). Each stage is a full
-`ExperimentConfig`; the candidate's mixer replaces the config's.
+`ExperimentConfig`, which the task's evaluation trains with the candidate in it. A config
+file builds its ConfigDict with `complete_config`, so every field, the task's check settings
+included, can be overridden on the command line.
 """
 
 from __future__ import annotations
@@ -12,12 +15,16 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ml_collections import ConfigDict
+
 from asi_jax.agents.llm import LLMConfig
-from asi_jax.candidates.checker import CheckConfig
 from asi_jax.candidates.sandbox import Limits
 from asi_jax.evolution.fitness import FitnessConfig
 from asi_jax.evolution.sampling import SamplingConfig
-from asi_jax.train.config import ExperimentConfig, convert
+from asi_jax.tasks import get_task
+from asi_jax.train.config import ExperimentConfig, complete, convert
+
+AGENT_KINDS = ("offline", "llm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +85,28 @@ class CognitionConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class IslandConfig:
+    """Separate populations, as ASI-Evolve, OpenEvolve and ShinkaEvolve keep: each island's
+    parents and references come from its own members; every `migration_interval` proposed
+    candidates, each island's `migrants` fittest join the next island (a ring). Baselines
+    belong to every island. One island is a single population."""
+
+    count: int = 1
+    migration_interval: int = 0  # proposed candidates between migrations; 0: never
+    migrants: int = 1  # the top-k of each island that migrate
+    agents: tuple[str, ...] = ()  # per island "offline" or "llm"; empty: `agents` for all
+
+    def __post_init__(self):
+        if self.count < 1 or self.migration_interval < 0 or self.migrants < 0:
+            raise ValueError("islands.count must be >= 1, migration_interval and migrants >= 0")
+        if self.agents and len(self.agents) != self.count:
+            raise ValueError(f"islands.agents names {len(self.agents)} agent kinds for "
+                             f"{self.count} islands; give one per island or none")  # fmt: skip
+        if bad := [a for a in self.agents if a not in AGENT_KINDS]:
+            raise ValueError(f"islands.agents: {bad} are not among {list(AGENT_KINDS)}")
+
+
+@dataclasses.dataclass(frozen=True)
 class VerifyConfig:
     promote: int = 2  # the top candidates by exploration fitness; 0 skips verification
     experiment: ExperimentConfig | None = None
@@ -85,13 +114,14 @@ class VerifyConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EvolutionConfig:
+    task: str = "linear_attention"  # what is evolved: a registered task (asi_jax.tasks)
     seed: int = 0
     agents: str = "offline"  # "offline" (no network) or "llm" (researcher, analyser, judge)
     llm: LLMConfig = LLMConfig()
     workers: int = 2  # candidates evaluated at once (sandboxed processes)
     pin_devices: bool = False  # worker i sees only accelerator i (one candidate per device)
-    baselines: tuple[str, ...] = ("linear_attention", "deltanet", "gated_deltanet")
-    reference_baseline: str = "deltanet"  # fitness is relative to this baseline's run
+    baselines: tuple[str, ...] = ()  # generation 0; empty: the task's
+    reference_baseline: str = ""  # fitness is relative to this baseline's run; "": the task's
     explore: ExperimentConfig = ExperimentConfig()
     verify: VerifyConfig = VerifyConfig()
     budget: BudgetConfig = BudgetConfig()
@@ -100,17 +130,28 @@ class EvolutionConfig:
     cognition: CognitionConfig = CognitionConfig()
     novelty_threshold: float = 0.97  # reject a motivation this similar to an earlier one
     max_proposal_tries: int = 10  # per slot, before the researcher is considered exhausted
-    check: CheckConfig = CheckConfig()
+    islands: IslandConfig = IslandConfig()
+    check: Any = None  # the task's check settings (a mapping or its check_config); None: defaults
     limits: StageLimits = StageLimits()
     max_attempts: int = 2  # sources tried per candidate: the first, then each revision
-    param_budget_ratio: float = 1.5  # times the reference baseline's mixer parameters
     # With agents="llm" on a machine without the sandbox's OS layers (bubblewrap namespaces
     # and Landlock), model-written code would run behind the audit hook and rlimits alone:
     # refused unless this is set, which accepts that risk.
     allow_llm_code_without_os_sandbox: bool = False
 
     def __post_init__(self):
-        if self.agents not in ("offline", "llm"):
+        task = get_task(self.task)
+        if not isinstance(self.check, task.check_config):
+            check = self.check if self.check is not None else {}
+            object.__setattr__(self, "check", convert(task.check_config, check, "check."))
+        if not self.baselines:
+            object.__setattr__(self, "baselines", task.default_baselines)
+        if not self.reference_baseline:
+            object.__setattr__(self, "reference_baseline", task.default_reference)
+        if unknown := sorted(set(self.baselines) - set(task.baselines())):
+            raise ValueError(f"baselines {unknown} are not baselines of the task {task.name}; "
+                             f"it has {sorted(task.baselines())}")  # fmt: skip
+        if self.agents not in AGENT_KINDS:
             raise ValueError(f"agents must be 'offline' or 'llm', got {self.agents!r}")
         if self.reference_baseline not in self.baselines:
             raise ValueError(f"reference_baseline {self.reference_baseline!r} must be one of "
@@ -121,7 +162,19 @@ class EvolutionConfig:
         if not 0.0 < self.novelty_threshold <= 1.0:
             raise ValueError(f"novelty_threshold must be in (0, 1], got {self.novelty_threshold}")
 
+    def agents_of(self, island: int) -> str:
+        """The agent kind ("offline" or "llm") proposing on `island`."""
+        return self.islands.agents[island] if self.islands.agents else self.agents
+
 
 def from_config_dict(config: Mapping[str, Any]) -> EvolutionConfig:
     to_dict = getattr(config, "to_dict", None)
     return convert(EvolutionConfig, to_dict() if to_dict else config)
+
+
+def complete_config(values: Mapping[str, Any]) -> ConfigDict:
+    """A config file's ConfigDict: every field of `EvolutionConfig` at its default with
+    `values` merged over them, `check` holding every setting of the task's check."""
+    task = get_task(values.get("task", EvolutionConfig.task))
+    check = complete(task.check_config, dict(values.get("check") or {})).to_dict()
+    return complete(EvolutionConfig, {**values, "check": check})

@@ -5,10 +5,12 @@ makes each committed transaction survive a kill. The schema is versioned with
 `PRAGMA user_version`; `MIGRATIONS[i]` takes a database from version i to i + 1, and opening
 an older file upgrades it in place. A file from a newer asi-jax is refused, not guessed at.
 
-Tables: candidates (the design and where its ideas came from), evaluations (one per
-candidate and stage: status, metrics, figures), attempts (every engineer attempt with its
-error), scores (fitness and its terms), analyses, lessons, judgements, rejections (novelty
-and policy rejections before any compute), timings, and an embedding cache.
+Tables: candidates (the design, where its ideas came from, the island it was proposed on),
+evaluations (one per candidate and stage: status, metrics, figures), attempts (every
+engineer attempt with its error), scores (fitness and its terms by name), analyses, lessons,
+judgements, rejections (novelty and policy rejections before any compute), timings,
+island_members (who belongs to which island, and how it got there), and an embedding cache.
+All SQL of the evolution lives here.
 """
 
 from __future__ import annotations
@@ -123,9 +125,23 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX evaluations_by_stage ON evaluations(stage, status);
     """,
+    # 2 -> 3: islands, and fitness terms by name (a new term needs no new column).
+    """
+    ALTER TABLE candidates ADD COLUMN island INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE scores ADD COLUMN terms TEXT;
+    CREATE TABLE island_members (
+        island INTEGER NOT NULL,
+        candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+        joined_at_round INTEGER NOT NULL,   -- candidates proposed when it joined
+        via TEXT NOT NULL,                  -- proposed | baseline | migration
+        PRIMARY KEY (island, candidate_id)
+    );
+    INSERT INTO island_members SELECT 0, id, 0,
+        CASE kind WHEN 'baseline' THEN 'baseline' ELSE 'proposed' END FROM candidates;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-_JSON_COLUMNS = ("reference_ids", "design", "idea_origins", "metrics", "check_report")
+_JSON_COLUMNS = ("reference_ids", "design", "idea_origins", "metrics", "check_report", "terms")
 
 
 class SchemaError(RuntimeError):
@@ -210,17 +226,37 @@ class Database:
         reference_ids: list[int] = (),
         design: dict | None = None,
         idea_origins: list[dict] = (),
+        island: int = 0,
     ) -> int:
         cursor = self.connection.execute(
             "INSERT INTO candidates (name, generation, round, parent_id, reference_ids, kind, "
-            "researcher, motivation, code, code_hash, design, idea_origins, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "researcher, motivation, code, code_hash, design, idea_origins, created_at, island) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (name, generation, round, parent_id, json.dumps(list(reference_ids)), kind,
              researcher, motivation, code, code_hash,
              None if design is None else json.dumps(design), json.dumps(list(idea_origins)),
-             time.time()),
+             time.time(), island),
         )  # fmt: skip
         return int(cursor.lastrowid)
+
+    def replace_code(self, candidate_id: int, code: str, code_hash: str,
+                     design: dict | None) -> None:  # fmt: skip
+        """A revision the engineer accepted replaces the proposed source."""
+        self.connection.execute(
+            "UPDATE candidates SET code = ?, code_hash = ?, design = ? WHERE id = ?",
+            (code, code_hash, None if design is None else json.dumps(design), candidate_id),
+        )
+
+    def count_candidates(self, kind: str) -> int:
+        return int(self.query("SELECT COUNT(*) AS n FROM candidates WHERE kind = ?", kind)[0]["n"])
+
+    def proposals_tried(self) -> int:
+        """Candidates stored plus proposals rejected: the number of every proposal so far."""
+        return int(self.query("SELECT (SELECT COUNT(*) FROM candidates) + "
+                              "(SELECT COUNT(*) FROM rejections) AS n")[0]["n"])  # fmt: skip
+
+    def rejection_count(self) -> int:
+        return int(self.query("SELECT COUNT(*) AS n FROM rejections")[0]["n"])
 
     def candidate(self, candidate_id: int) -> dict[str, Any]:
         rows = self.query("SELECT * FROM candidates WHERE id = ?", candidate_id)
@@ -276,12 +312,35 @@ class Database:
                  compute_seconds, time.time(), candidate_id, stage),
             )  # fmt: skip
 
+    def status(self, candidate_id: int, stage: str) -> str | None:
+        """pending / evaluated / failed, or None when the candidate has no such evaluation."""
+        rows = self.query("SELECT status FROM evaluations WHERE candidate_id = ? AND stage = ?",
+                          candidate_id, stage)  # fmt: skip
+        return rows[0]["status"] if rows else None
+
+    def requeue(self, candidate_id: int, stage: str) -> None:
+        """Back to pending, its score dropped (a reference baseline that failed before)."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM scores WHERE candidate_id = ? AND stage = ?",
+                      (candidate_id, stage))  # fmt: skip
+            self.start_evaluation(candidate_id, stage)
+
+    def pending(self, stage: str) -> list[dict[str, Any]]:
+        """The candidates whose evaluation in `stage` is pending, by id."""
+        return self.query("SELECT c.* FROM evaluations e JOIN candidates c ON c.id = "
+                          "e.candidate_id WHERE e.stage = ? AND e.status = 'pending' "
+                          "ORDER BY c.id", stage)  # fmt: skip
+
+    def compute_seconds(self) -> float:
+        rows = self.query("SELECT COALESCE(SUM(compute_seconds), 0) AS s FROM evaluations")
+        return float(rows[0]["s"])
+
     def evaluations(self, stage: str, status: str | None = None) -> list[dict[str, Any]]:
         """Evaluations of `stage` joined with their candidates and scores, by candidate id."""
         sql = (
             "SELECT c.*, e.stage, e.status, e.failure_stage, e.failure_reason, e.loss, "
             "e.benchmark, e.params, e.metrics, e.check_report, e.compute_seconds, "
-            "s.fitness, s.loss_term, s.benchmark_term, s.judge_term "
+            "s.fitness, s.loss_term, s.benchmark_term, s.judge_term, s.terms "
             "FROM evaluations e JOIN candidates c ON c.id = e.candidate_id "
             "LEFT JOIN scores s ON s.candidate_id = e.candidate_id AND s.stage = e.stage "
             "WHERE e.stage = ?"
@@ -293,12 +352,36 @@ class Database:
         return self.query(sql + " ORDER BY c.id", *args)
 
     # everything else ----------------------------------------------------------------------
-    def set_score(self, candidate_id: int, stage: str, fitness, loss_term, benchmark_term,
-                  judge_term) -> None:  # fmt: skip
+    def set_score(self, candidate_id: int, stage: str, fitness: float,
+                  terms: dict[str, float]) -> None:  # fmt: skip
+        """The fitness and its terms by name (loss, benchmark and judge also in columns of
+        their own, which earlier versions read)."""
         self.connection.execute(
-            "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?)",
-            (candidate_id, stage, fitness, loss_term, benchmark_term, judge_term),
+            "INSERT OR REPLACE INTO scores (candidate_id, stage, fitness, loss_term, "
+            "benchmark_term, judge_term, terms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (candidate_id, stage, fitness, terms.get("loss", 0.0),
+             terms.get("benchmark", 0.0), terms.get("judge", 0.0), json.dumps(terms)),
+        )  # fmt: skip
+
+    # islands ----------------------------------------------------------------------------
+    def add_member(self, island: int, candidate_id: int, round: int, via: str) -> bool:
+        """Adds the candidate to the island; False when it was a member already."""
+        cursor = self.connection.execute(
+            "INSERT OR IGNORE INTO island_members VALUES (?, ?, ?, ?)",
+            (island, candidate_id, round, via),
         )
+        return cursor.rowcount > 0
+
+    def members(self, island: int) -> set[int]:
+        rows = self.query("SELECT candidate_id FROM island_members WHERE island = ?", island)
+        return {r["candidate_id"] for r in rows}
+
+    def migrations(self) -> list[dict[str, Any]]:
+        """Every migration: the candidate, the island it joined, and when."""
+        return self.query("SELECT m.island, m.candidate_id, c.name, c.island AS origin, "
+                          "m.joined_at_round FROM island_members m JOIN candidates c ON "
+                          "c.id = m.candidate_id WHERE m.via = 'migration' "
+                          "ORDER BY m.joined_at_round, m.island, c.id")  # fmt: skip
 
     def add_analysis(self, candidate_id: int, stage: str, analyser: str, report: str,
                      problem_summary: str, lesson: str | None) -> None:  # fmt: skip
@@ -330,6 +413,10 @@ class Database:
         self.connection.execute(
             "INSERT INTO rejections (round, name, reason, motivation, created_at) "
             "VALUES (?, ?, ?, ?, ?)", (round, name, reason, motivation, time.time()))  # fmt: skip
+
+    def analysed(self, stage: str) -> set[int]:
+        rows = self.query("SELECT candidate_id FROM analyses WHERE stage = ?", stage)
+        return {r["candidate_id"] for r in rows}
 
     def add_timing(self, candidate_id: int | None, phase: str, seconds: float) -> None:
         self.connection.execute("INSERT INTO timings VALUES (?, ?, ?, ?)",

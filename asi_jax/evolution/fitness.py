@@ -7,6 +7,10 @@
 
 with k = 6 and scale = 0.1 (a 10% relative gain saturates the term), each term in [0, 1],
 judge the judge's score on 1-10. Baselines come from the baseline runs of the same stage.
+Which figures are "loss" and "benchmark" is the task's (`Task.loss`, `Task.benchmark`).
+
+A new term is added here alone: its weight in `FitnessConfig`, its value in `fitness`, its
+name in `Fitness.terms`; the database stores terms by name and the leaderboard prints them.
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ class Fitness:
     benchmark_term: float
     judge_term: float
     total: float
+
+    @property
+    def terms(self) -> dict[str, float]:
+        return {"loss": self.loss_term, "benchmark": self.benchmark_term,
+                "judge": self.judge_term}  # fmt: skip
 
 
 def saturating_gain(relative_gain: float, config: FitnessConfig) -> float:

@@ -50,6 +50,9 @@ class CheckConfig:
     train_seq_len: int = 0
     cost_seq_len: int = 256  # FLOPs measured at T, 2T and 4T
     max_cost_exponent: float = 1.5  # FLOPs(4T) / FLOPs(2T) must stay below 2^this
+    # The parameter budget: this many times the reference baseline's parameters (the task
+    # fills max_params and max_params_wide from it).
+    param_budget_ratio: float = 1.5
     max_params: int = 10**9
     max_params_wide: int = 0  # the budget at 2 * d_model; 0: none
     max_memory_bytes: int = 2 << 30

@@ -1,7 +1,12 @@
 """The evolution loop: sample -> retrieve -> propose -> novelty -> check and train -> score ->
 analyse -> store, with N candidates in flight, then verification of the best.
 
-    leaderboard = Controller(config, workdir).run()
+    leaderboard = evolve(config, workdir)      # or: with Controller(config, workdir) as c: c.run()
+
+The controller knows no task: what candidates are, how they are checked and evaluated and
+which figures the fitness reads come from `config.task` (`asi_jax.tasks`). It schedules and
+records; SQL lives in `db`, read-only views in `state`, the leaderboard and progress lines
+in `report`, the agents and their offline fallback in `agents.factory`, islands in `islands`.
 
 The controller is the only writer of the database and holds the workdir for the whole run
 (a second controller on the same workdir is refused at once). Evaluations run in sandboxed
@@ -25,10 +30,8 @@ import concurrent.futures as cf
 import contextlib
 import dataclasses
 import datetime
-import inspect
 import json
 import math
-import os
 import shutil
 import threading
 import time
@@ -39,12 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from asi_jax.agents.base import Analyser, Judge, Record, ResearchContext, Researcher
-from asi_jax.agents.grammar import BASELINE_DESIGNS, design_from_source
-from asi_jax.agents.llm import LLMAnalyser, LLMError, LLMJudge, LLMResearcher, make_client
-from asi_jax.agents.offline_analyser import OfflineAnalyser, component_effects
-from asi_jax.agents.offline_judge import OfflineJudge
-from asi_jax.agents.offline_researcher import OfflineResearcher, known_design_keys
+from asi_jax.agents.base import Record, ResearchContext, component_effects
+from asi_jax.agents.factory import Agents, make_agents
+from asi_jax.agents.llm import LLMError
 from asi_jax.candidates import isolation
 from asi_jax.candidates.engineer import EngineerConfig, Result, code_hash, revise, run_candidate
 from asi_jax.candidates.sandbox import Cancelled
@@ -52,18 +52,20 @@ from asi_jax.cognition.embedders import make_embedder
 from asi_jax.cognition.entries import ingest_asi_arch, load_jsonl, unique
 from asi_jax.cognition.index import IndexConfig
 from asi_jax.cognition.store import CognitionStore
+from asi_jax.evolution import islands, report, state
 from asi_jax.evolution.config import EvolutionConfig
 from asi_jax.evolution.db import Database
 from asi_jax.evolution.fitness import fitness
 from asi_jax.evolution.novelty import NoveltyIndex
 from asi_jax.evolution.sampling import sample
-from asi_jax.models.mixers import get_mixer
 from asi_jax.provenance import environment_record
+from asi_jax.tasks import get_task
+from asi_jax.tasks.base import Task
 from asi_jax.train.config import ExperimentConfig, to_dict
 from asi_jax.workdir import hold
 
-STAGES = ("explore", "verify")
-LEADERBOARD = "leaderboard.json"
+STAGES = state.STAGES
+LEADERBOARD = report.LEADERBOARD
 DATABASE = "evolution.sqlite"
 # Fields of the config a resumed run may change (recorded in the database when it does).
 RESUMABLE_CHANGES = ("budget", "limits", "allow_llm_code_without_os_sandbox")
@@ -75,24 +77,8 @@ class EvolutionError(RuntimeError):
     pass
 
 
-def stage_figures(train: dict[str, Any] | None) -> tuple[float | None, float | None]:
-    """(loss, benchmark) of a training result: held-out loss, and mean MQAR recall over the
-    evaluated numbers of key-value pairs (held-out accuracy when there is no MQAR set)."""
-    if not train or not train.get("eval"):
-        return None, None
-    evals = train["eval"]
-    recalls = [v["accuracy"] for k, v in evals.items() if k.startswith("mqar_kv")]
-    benchmark = sum(recalls) / len(recalls) if recalls else evals["heldout"]["accuracy"]
-    return evals["heldout"]["loss"], benchmark
-
-
-def _last_line(text: str | None) -> str | None:
-    lines = (text or "").strip().splitlines()
-    return lines[-1][:300] if lines else None
-
-
-def _load_entries(config: EvolutionConfig):
-    entries = load_jsonl()
+def _load_entries(config: EvolutionConfig, task: Task):
+    entries = load_jsonl(task.cognition_file)
     for path in config.cognition.extra_entries:
         p = Path(path)
         entries += load_jsonl(p) if p.suffix == ".jsonl" else ingest_asi_arch(p)
@@ -108,17 +94,6 @@ def _now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min"
-
-
-def make_agents(config: EvolutionConfig) -> tuple[Researcher, Analyser, Judge]:
-    if config.agents == "offline":
-        return OfflineResearcher(), OfflineAnalyser(), OfflineJudge()
-    client = make_client(config.llm)
-    return LLMResearcher(client), LLMAnalyser(client), LLMJudge(client)
-
-
 class Controller:
     """One evolution run in `workdir`; use as a context manager (or call `close`), which
     releases the workdir and the database."""
@@ -126,6 +101,7 @@ class Controller:
     def __init__(self, config: EvolutionConfig, workdir: str | Path,
                  log: Callable[[str], None] = print):  # fmt: skip
         self.config, self.log = config, log
+        self.task = get_task(config.task)
         self._exit = contextlib.ExitStack()
         try:
             self.workdir = self._exit.enter_context(hold(workdir, "evolution run"))
@@ -144,7 +120,8 @@ class Controller:
         self.log(layers.describe())
         if layers.complete:
             return layers
-        if config.agents == "llm" and not config.allow_llm_code_without_os_sandbox:
+        uses_llm = "llm" in {config.agents_of(i) for i in range(config.islands.count)}
+        if uses_llm and not config.allow_llm_code_without_os_sandbox:
             raise EvolutionError(
                 "this machine lacks the sandbox's OS layers, so model-written candidates would "
                 f"run behind the audit hook alone ({'; '.join(layers.problems)}); fix that, or "
@@ -181,11 +158,13 @@ class Controller:
         self.db.set_meta("environments", [*(self.db.get_meta("environments") or []), start])
         self.embedder = make_embedder(config.cognition.embedder)
         self.cognition = CognitionStore(
-            _load_entries(config), self.embedder, self.workdir / "cognition_index",
+            _load_entries(config, self.task), self.embedder, self.workdir / "cognition_index",
             IndexConfig(brute_force_limit=config.cognition.tree_threshold),
             warn=self.log,
         )  # fmt: skip
-        self.researcher, self.analyser, self.judge = make_agents(config)
+        kinds = sorted({config.agents_of(i) for i in range(config.islands.count)})
+        self._agents = {kind: make_agents(kind, config.llm, self.task, self.log)
+                        for kind in kinds}  # fmt: skip
         self.novelty = NoveltyIndex(self.embedder, self.db,
                                     [c["motivation"] for c in self.db.candidates()])  # fmt: skip
         self._wall_before = float(self.db.get_meta("wall_seconds") or 0.0)
@@ -204,6 +183,9 @@ class Controller:
         self.close()
 
     # -- state ----------------------------------------------------------------------------
+    def agents(self, island: int = 0) -> Agents:
+        return self._agents[self.config.agents_of(island)]
+
     def experiment(self, stage: str) -> ExperimentConfig:
         if stage == "explore":
             return self.config.explore
@@ -214,94 +196,63 @@ class Controller:
         """The reference baseline runs at the configured floors, retried once at twice them
         if it runs out of time; everything else at the stage's limits (see `stage_limits`)."""
         c = self.config
-        return EngineerConfig(check=c.check, train=self.experiment(stage),
-                              limits=c.limits.for_stage(None if reference else
-                                                        self.reference_usage(stage)),
+        usage = None if reference else state.reference_usage(self.db, stage)
+        return EngineerConfig(task=c.task, check=c.check, train=self.experiment(stage),
+                              limits=c.limits.for_stage(usage),
                               limit_retries=1 if reference else 0,
-                              baseline=c.reference_baseline,
-                              param_budget_ratio=c.param_budget_ratio,
+                              reference=c.reference_baseline,
                               max_attempts=c.max_attempts,
                               visible_devices=str(slot) if c.pin_devices else None)  # fmt: skip
 
-    def reference_usage(self, stage: str) -> dict[str, float] | None:
-        """The wall and CPU seconds the reference baseline took in `stage`, once measured."""
-        return (self.db.get_meta("reference_usage") or {}).get(stage)
-
-    def _is_reference(self, candidate: dict) -> bool:
-        reference = self.config.reference_baseline
-        return candidate["kind"] == "baseline" and candidate["name"] == reference
-
     def records(self, stage: str, status: str | None = None) -> list[Record]:
-        return [Record.from_row(r) for r in self.db.evaluations(stage, status)]
+        return state.records(self.db, stage, status)
 
     def ranked(self, stage: str) -> list[Record]:
-        """Scored evaluations of `stage`, fittest first (ties: earlier first)."""
-        scored = [r for r in self.records(stage, "evaluated") if r.fitness is not None]
-        return sorted(scored, key=lambda r: (-r.fitness, r.id))
+        return state.ranked(self.db, stage)
 
     def elapsed(self) -> float:
         return self._wall_before + time.monotonic() - self._started
 
-    def _compute_seconds(self) -> float:
-        rows = self.db.query("SELECT COALESCE(SUM(compute_seconds), 0) AS s FROM evaluations")
-        return float(rows[0]["s"])
-
-    def _proposed(self) -> int:
-        rows = self.db.query("SELECT COUNT(*) AS n FROM candidates WHERE kind = 'candidate'")
-        return int(rows[0]["n"])
-
     def budget_left(self) -> str | None:
         """None while exploration may continue, else which budget ran out."""
-        b = self.config.budget
-        if b.candidates and self._proposed() >= b.candidates:
-            return f"{b.candidates} candidates proposed"
-        if b.wall_seconds and self.elapsed() >= b.wall_seconds:
-            return f"wall time {b.wall_seconds:g} s used"
-        if b.compute_seconds and self._compute_seconds() >= b.compute_seconds:
-            return f"compute {b.compute_seconds:g} s used"
+        if used := state.budget_used(self.db, self.config, self.elapsed()):
+            return used
         if self._researcher_exhausted:
             return "the researcher found no novel design"
         return None
 
     # -- generation 0 ----------------------------------------------------------------------
     def seed_baselines(self) -> None:
-        """Baselines are candidates of generation 0 (reference first), queued for
-        exploration and judged among themselves (each against the others). A reference
-        baseline that failed in an earlier start is queued again: nothing can be scored
-        without it, and the user may have raised the limits since."""
-        names = [self.config.reference_baseline] + [
-            b for b in self.config.baselines if b != self.config.reference_baseline
-        ]
+        """Baselines are candidates of generation 0 (reference first) and members of every
+        island, queued for exploration and judged among themselves (each against the
+        others). A reference baseline that failed in an earlier start is queued again:
+        nothing can be scored without it, and the user may have raised the limits since."""
+        reference = self.config.reference_baseline
+        names = [reference] + [b for b in self.config.baselines if b != reference]
+        offered = self.task.baselines()
         for name in names:
             if (existing := self.db.candidate_by_name(name)) is not None:
-                if name == self.config.reference_baseline:
+                if name == reference:
                     for stage in STAGES:
-                        self._requeue_if_failed(existing, stage)
+                        if self.db.status(existing["id"], stage) == "failed":
+                            self.db.requeue(existing["id"], stage)
+                            self.log(f"[{stage}] the reference baseline {name} failed in an "
+                                     "earlier start; it runs again")  # fmt: skip
                 continue
-            cls = get_mixer(name)
-            code = f"# baseline {name}: asi_jax.models.mixers.{cls.__name__}\n" + (
-                inspect.getsource(cls))  # fmt: skip
-            design = BASELINE_DESIGNS.get(name)
-            motivation = f"Baseline {name}: {inspect.getdoc(cls) or ''}"
+            baseline = offered[name]
+            motivation = f"Baseline {name}: {baseline.description}"
             with self.db.transaction():
                 cid = self.db.add_candidate(
                     name=name, generation=0, kind="baseline", researcher="baseline",
-                    motivation=motivation, code=code, code_hash=code_hash(code),
-                    design=design.to_json() if design else None,
+                    motivation=motivation, code=baseline.source,
+                    code_hash=code_hash(baseline.source), design=baseline.design,
                 )  # fmt: skip
+                islands.add_baseline(self.db, self.config.islands, cid)
                 self.db.start_evaluation(cid, "explore")
             self.novelty.add(motivation)
-
-    def _requeue_if_failed(self, candidate: dict, stage: str) -> None:
-        rows = self.db.query("SELECT status FROM evaluations WHERE candidate_id = ? AND "
-                             "stage = ?", candidate["id"], stage)  # fmt: skip
-        if rows and rows[0]["status"] == "failed":
-            with self.db.transaction():
-                self.db.connection.execute("DELETE FROM scores WHERE candidate_id = ? AND "
-                                           "stage = ?", (candidate["id"], stage))  # fmt: skip
-                self.db.start_evaluation(candidate["id"], stage)
-            self.log(f"[{stage}] the reference baseline {candidate['name']} failed in an "
-                     "earlier start; it runs again")  # fmt: skip
+        if without := [n for n in names if offered[n].design is None]:
+            self.log(f"baselines {without} have no design in the {self.task.name} grammar: "
+                     "researchers that build on designs take other parents")  # fmt: skip
 
     def _judge(self, candidate_id: int) -> None:
         """Scores a candidate against what came before it (a baseline: the other baselines)
@@ -316,16 +267,9 @@ class Controller:
         similarity = index.nearest(own["motivation"])[1]
         record = Record.from_row({**own, "status": "pending"})
         population = [Record.from_row({**c, "status": "n/a"}) for c in earlier]
-        judge = self.judge
-        try:
-            score, rationale = judge.judge(record, nearest_similarity=similarity,
-                                           population=population)  # fmt: skip
-        except LLMError as e:  # the offline judge stands in, and the record says so
-            self.log(f"judge error, using the offline judge for {record.name}: {e}")
-            judge = OfflineJudge()
-            score, rationale = judge.judge(record, nearest_similarity=similarity,
-                                           population=population)  # fmt: skip
-        self.db.set_judgement(candidate_id, judge.name, score, rationale)
+        (score, rationale), by = self.agents(own["island"]).judge.call(
+            "judge", record, nearest_similarity=similarity, population=population)  # fmt: skip
+        self.db.set_judgement(candidate_id, by, score, rationale)
 
     def catch_up(self) -> None:
         """Finishes what a kill may have cut short between two commits: judgements, scores
@@ -335,31 +279,47 @@ class Controller:
                 self._judge(c["id"])
         for stage in STAGES:
             self.score(stage)
+        analysed = self.db.analysed("explore")
         for r in self.records("explore"):
-            if r.status != "pending" and self.db.analysis(r.id, "explore") is None:
+            if r.status != "pending" and r.id not in analysed:
                 self._analyse(r.id)
 
     # -- proposing --------------------------------------------------------------------------
+    def _parents(self, island: int, researcher) -> list[Record]:
+        """The island's scored explored members, fittest first; only those with a design for
+        a researcher that builds on designs (the offline grammar)."""
+        ranked = state.ranked(self.db, "explore", self.db.members(island))
+        if getattr(researcher, "needs_design", False):
+            ranked = [r for r in ranked if r.design]
+        return ranked
+
     def propose(self) -> dict | None:
         """A new candidate, stored and queued for exploration; None when the reference
         baseline is not scored yet, a budget is used up, or the researcher is exhausted."""
         if self.budget_left() is not None:
             return None
-        ranked = self.ranked("explore")
-        if not any(r.name == self.config.reference_baseline for r in ranked):
+        if not any(r.name == self.config.reference_baseline for r in self.ranked("explore")):
             return None
-        explore_records = self.records("explore")
-        effects = component_effects(explore_records)
-        known = known_design_keys([c["design"] for c in self.db.candidates()])
+        proposed = self.db.count_candidates("candidate")
+        islands.migrate(self.db, self.config.islands, proposed, self.log)
+        island = islands.next_island(self.config.islands, proposed)
+        researcher = self.agents(island).researcher
+        ranked = self._parents(island, researcher.agent)
+        if not ranked:
+            raise EvolutionError(f"island {island} has no scored member its researcher "
+                                 f"{researcher.name} can build on (the baselines "
+                                 f"{list(self.config.baselines)} have no design?)")  # fmt: skip
+        effects = component_effects(self.records("explore"), self.task.design_changes)
+        known = frozenset(self.task.design_key(c["design"]) for c in self.db.candidates()
+                          if c["design"])  # fmt: skip
         hashes = {c["code_hash"] for c in self.db.candidates()}
+        round_number = proposed + 1
         for _ in range(self.config.max_proposal_tries):
-            tries = self.db.query("SELECT (SELECT COUNT(*) FROM candidates) + "
-                                  "(SELECT COUNT(*) FROM rejections) AS n")[0]["n"]  # fmt: skip
+            tries = self.db.proposals_tried()
             rng = np.random.default_rng([self.config.seed, tries])
             parent, references = sample(ranked, self.config.sampling, rng)
             analysis = self.db.analysis(parent.id, "explore")
             summary = analysis["problem_summary"] if analysis else "no analysis yet"
-            round_number = self._proposed() + 1
             context = ResearchContext(
                 parent=parent, references=references,
                 cognition=self.cognition.retrieve(summary, self.config.cognition.top_k),
@@ -369,7 +329,7 @@ class Controller:
             )  # fmt: skip
             started = time.monotonic()
             try:
-                proposal = self.researcher.propose(context)
+                proposal, by = researcher.call("propose", context)
             except LLMError as e:  # an unusable reply: recorded, and the next try goes on
                 self.db.add_rejection(round_number, "-", f"researcher error: {e}", "")
                 self.log(f"[explore] researcher error: {e}")
@@ -379,8 +339,8 @@ class Controller:
             )
             digest = code_hash(proposal.code)
             reason = None
-            if digest in hashes or (proposal.design and known_design_keys([proposal.design])
-                                    <= known):  # fmt: skip
+            design = proposal.design and self.task.design_key(proposal.design)
+            if digest in hashes or design in known:
                 reason = "duplicate of an earlier design"
             elif not novel:
                 reason = (f"motivation {similarity:.3f} similar to "
@@ -395,11 +355,12 @@ class Controller:
             with self.db.transaction():
                 cid = self.db.add_candidate(
                     name=name, generation=self._generation(parent) + 1, round=round_number,
-                    kind="candidate", researcher=self.researcher.name,
+                    kind="candidate", researcher=by,
                     motivation=proposal.motivation, code=proposal.code, code_hash=digest,
                     parent_id=parent.id, reference_ids=[r.id for r in references],
-                    design=proposal.design, idea_origins=proposal.idea_origins,
+                    design=proposal.design, idea_origins=proposal.idea_origins, island=island,
                 )  # fmt: skip
+                self.db.add_member(island, cid, round_number, "proposed")
                 self.db.start_evaluation(cid, "explore")
             self.db.add_timing(cid, "propose", time.monotonic() - started)
             self.novelty.add(proposal.motivation)
@@ -414,36 +375,31 @@ class Controller:
         return int(self.db.candidate(record.id)["generation"])
 
     # -- evaluating (in a worker thread: no database access) ---------------------------
-    def _folder(self, candidate: dict, stage: str) -> Path:
-        return self.workdir / "candidates" / f"{candidate['id']:04d}-{candidate['name']}" / stage
-
-    def evaluate(self, candidate: dict, stage: str, engineer: EngineerConfig) -> Result:
+    def evaluate(self, candidate: dict, stage: str, engineer: EngineerConfig,
+                 reviser: Callable[[str, str], str | None]) -> Result:  # fmt: skip
         """Checks and trains one candidate in the sandbox under `engineer` (made by
         `engineer_config` in the controller thread, which alone reads the database). An
         error of the harness itself (not of the candidate) becomes a failed result too, so one
         bad evaluation cannot stop a long run. Raises `Cancelled` when the run is stopping."""
         try:
-            return self._evaluate(candidate, stage, engineer)
+            folder = report.folder(self.workdir, candidate, stage)
+            if folder.exists():  # an interrupted earlier try: start it again from nothing
+                shutil.rmtree(folder)
+            if candidate["kind"] == "baseline":
+                return run_candidate(candidate["code"], engineer, folder,
+                                     baseline=candidate["name"], cancel=self._cancel)  # fmt: skip
+            return revise(candidate["code"], reviser, engineer, folder, cancel=self._cancel)
         except Cancelled:
             raise
         except Exception as e:
             reason = "".join(traceback.format_exception(e))[-2000:]
             return Result(False, "engineer", reason, None, None, (), candidate["code"])
 
-    def _evaluate(self, candidate: dict, stage: str, engineer: EngineerConfig) -> Result:
-        folder = self._folder(candidate, stage)
-        if folder.exists():  # an interrupted earlier try: start it again from nothing
-            shutil.rmtree(folder)
-        if candidate["kind"] == "baseline":
-            return run_candidate(candidate["code"], engineer, folder, baseline=candidate["name"],
-                                 cancel=self._cancel)  # fmt: skip
-        return revise(candidate["code"], self.researcher.revise, engineer, folder,
-                      cancel=self._cancel)  # fmt: skip
-
     # -- recording (controller thread) ---------------------------------------------------
     def record(self, candidate: dict, stage: str, result: Result) -> None:
         cid = candidate["id"]
-        loss, benchmark = stage_figures(result.train)
+        figures = self.task.figures(result.train)
+        loss, benchmark = figures.loss, figures.benchmark
         ok = result.ok and loss is not None and math.isfinite(loss)
         self.db.finish_evaluation(
             cid, stage, ok=ok,
@@ -456,14 +412,10 @@ class Controller:
             attempts=[dataclasses.asdict(a) for a in result.attempts],
         )  # fmt: skip
         if result.source != candidate["code"] and candidate["kind"] == "candidate":
-            design = design_from_source(result.source)
-            self.db.connection.execute(
-                "UPDATE candidates SET code = ?, code_hash = ?, design = ? WHERE id = ?",
-                (result.source, code_hash(result.source),
-                 json.dumps(design.to_json()) if design else None, cid),
-            )  # fmt: skip
+            self.db.replace_code(cid, result.source, code_hash(result.source),
+                                 self.task.design_of(result.source))  # fmt: skip
         self.db.add_timing(cid, f"{stage}:evaluate", sum(a.seconds for a in result.attempts))
-        if ok and self._is_reference(candidate):
+        if ok and state.is_reference(self.config, candidate):
             last = result.attempts[-1]
             usage = {"wall_seconds": last.seconds, "cpu_seconds": last.cpu_seconds}
             self.db.set_meta(
@@ -505,7 +457,7 @@ class Controller:
             )
             if r.status == "failed":  # a failed run earns nothing but is ranked, at the bottom
                 f = dataclasses.replace(f, total=0.0)
-            self.db.set_score(r.id, stage, f.total, f.loss_term, f.benchmark_term, f.judge_term)
+            self.db.set_score(r.id, stage, f.total, f.terms)
 
     def _analyse(self, candidate_id: int) -> None:
         records = {r.id: r for r in self.records("explore")}
@@ -514,30 +466,23 @@ class Controller:
         siblings = [r for r in records.values()
                     if r.parent_id == record.parent_id and r.parent_id is not None]  # fmt: skip
         started = time.monotonic()
-        analyser = self.analyser
-        try:
-            analysis = analyser.analyse(record, parent, siblings)
-        except LLMError as e:  # the offline analyser stands in, and the record says so
-            self.log(f"analyser error, using the offline analyser for {record.name}: {e}")
-            analyser = OfflineAnalyser()
-            analysis = analyser.analyse(record, parent, siblings)
-        self.db.add_analysis(candidate_id, "explore", analyser.name, analysis.report,
+        island = self.db.candidate(candidate_id)["island"]
+        analysis, by = self.agents(island).analyser.call("analyse", record, parent, siblings)
+        self.db.add_analysis(candidate_id, "explore", by, analysis.report,
                              analysis.problem_summary, analysis.lesson)  # fmt: skip
         self.db.add_timing(candidate_id, "analyse", time.monotonic() - started)
 
     # -- stages -------------------------------------------------------------------------
     def _reference_pending(self, stage: str) -> bool:
         reference = self.db.candidate_by_name(self.config.reference_baseline)
-        rows = self.db.query("SELECT status FROM evaluations WHERE candidate_id = ? AND "
-                             "stage = ?", reference["id"], stage)  # fmt: skip
-        return bool(rows) and rows[0]["status"] == "pending"
+        return self.db.status(reference["id"], stage) == "pending"
 
     def _next(self, stage: str, queue: collections.deque, proposing: bool,
               running: dict) -> dict | None:  # fmt: skip
         """The next evaluation to start: while the reference baseline of the stage has not
         finished, only the reference (it runs alone, see the module docstring)."""
         if self._reference_pending(stage):
-            reference = next((c for c in queue if self._is_reference(c)), None)
+            reference = next((c for c in queue if state.is_reference(self.config, c)), None)
             if running or reference is None:
                 return None
             queue.remove(reference)
@@ -547,11 +492,7 @@ class Controller:
         return queue.popleft() if queue else (self.propose() if proposing else None)
 
     def run_stage(self, stage: str, *, proposing: bool) -> None:
-        queue = collections.deque(
-            self.db.candidate(r["candidate_id"]) for r in self.db.query(
-                "SELECT candidate_id FROM evaluations WHERE stage = ? AND status = 'pending' "
-                "ORDER BY candidate_id", stage)
-        )  # fmt: skip
+        queue = collections.deque(self.db.pending(stage))
         if queue:
             self.log(f"[{stage}] {len(queue)} evaluation(s) to run: "
                      + ", ".join(c["name"] for c in queue))  # fmt: skip
@@ -564,19 +505,22 @@ class Controller:
                     candidate = self._next(stage, queue, proposing, running)
                     if candidate is None:
                         break
-                    self.log(f"[{stage}] start {self._describe(candidate)}")
+                    self.log(f"[{stage}] start {report.describe(self.config, candidate)}")
                     slot = free_slots.pop(0)
                     engineer = self.engineer_config(
-                        stage, slot, reference=self._is_reference(candidate)
+                        stage, slot, reference=state.is_reference(self.config, candidate)
                     )
-                    future = pool.submit(self.evaluate, candidate, stage, engineer)
+                    reviser = self.agents(candidate["island"]).researcher.agent.revise
+                    future = pool.submit(self.evaluate, candidate, stage, engineer, reviser)
                     running[future] = (candidate, slot, time.monotonic())
                 if not running:
                     break
                 done, _ = cf.wait(running, timeout=_HEARTBEAT_SECONDS,
                                   return_when=cf.FIRST_COMPLETED)  # fmt: skip
                 if not done:
-                    self.log(self._heartbeat(stage, running))
+                    self.log(report.heartbeat(
+                        stage, {c["name"]: t for c, _, t in running.values()},
+                        self.elapsed(), time.monotonic()))  # fmt: skip
                 for future in done:
                     candidate, slot, _ = running.pop(future)
                     free_slots.append(slot)
@@ -641,132 +585,18 @@ class Controller:
         return board
 
     # -- reporting --------------------------------------------------------------------------
-    def _rows(self, stage: str) -> list[dict[str, Any]]:
-        names = {c["id"]: c["name"] for c in self.db.candidates()}
-        rows = []
-        for r in self.db.evaluations(stage):
-            recalls = {k: v["accuracy"] for k, v in ((r["metrics"] or {}).get("eval") or {}).items()
-                       if k.startswith("mqar_kv")}  # fmt: skip
-            judgement = self.db.judgement(r["id"])
-            rows.append({
-                "name": r["name"], "kind": r["kind"], "generation": r["generation"],
-                "parent": names.get(r["parent_id"]), "stage": stage, "status": r["status"],
-                "fitness": r["fitness"],
-                "terms": None if r["fitness"] is None else {
-                    "loss": r["loss_term"], "benchmark": r["benchmark_term"],
-                    "judge": r["judge_term"],
-                    "quantitative": r["loss_term"] + r["benchmark_term"]},
-                "loss": r["loss"], "benchmark": r["benchmark"], "recall": recalls,
-                "params": r["params"], "compute_seconds": r["compute_seconds"],
-                "judge": judgement and {"score": judgement["score"], "by": judgement["judge"]},
-                "failure_stage": r["failure_stage"],
-                "failure_reason": _last_line(r["failure_reason"]),
-                "researcher": r["researcher"], "idea_origins": r["idea_origins"],
-                # its code, engineer.json and, per attempt, the sandbox folder with train/
-                "folder": str(self._folder(r, stage).relative_to(self.workdir)),
-            })  # fmt: skip
-        order = {"evaluated": 0, "failed": 1, "pending": 2}
-        return sorted(rows, key=lambda x: (order[x["status"]], -(x["fitness"] or 0.0)))
-
     def write_leaderboard(self) -> dict[str, Any]:
-        reference = self.config.reference_baseline
-        board: dict[str, Any] = {
-            "reference_baseline": reference, "seed": self.config.seed,
-            "agents": {"researcher": self.researcher.name, "analyser": self.analyser.name,
-                       "judge": self.judge.name},
-            "run": self._state,
-            "wall_seconds": self.elapsed(), "compute_seconds": self._compute_seconds(),
-            "limits": {stage: {"reference": usage, **dataclasses.asdict(
-                           self.config.limits.for_stage(usage))}
-                       for stage in STAGES
-                       if (usage := self.reference_usage(stage)) is not None},
-            "config": self.db.get_meta("config"),
-            "config_changes": self.db.get_meta("config_changes") or [],
-            "environments": self.db.get_meta("environments"),
-        }  # fmt: skip
-        for stage in STAGES:
-            rows = self._rows(stage)
-            if not rows:
-                continue
-            ref = next((r for r in rows if r["name"] == reference), None)
-            better = [r["name"] for r in rows if r["kind"] == "candidate" and ref
-                      and ref["fitness"] is not None and r["status"] == "evaluated"
-                      and r["fitness"] > ref["fitness"]]  # fmt: skip
-            failures = collections.Counter(r["failure_stage"] for r in rows
-                                           if r["status"] == "failed")  # fmt: skip
-            board[stage] = {
-                "ranking": rows,
-                "evaluated": sum(r["status"] == "evaluated" for r in rows),
-                "failed": sum(r["status"] == "failed" for r in rows),
-                "failures_by_stage": dict(failures),
-                f"beats_{reference}": better,
-            }
-        board["rejected_proposals"] = self.db.query("SELECT COUNT(*) AS n FROM rejections")[0]["n"]
-        tmp = self.workdir / (LEADERBOARD + ".tmp")
-        tmp.write_text(json.dumps(board, indent=2) + "\n")
-        os.replace(tmp, self.workdir / LEADERBOARD)
+        board = report.leaderboard(self.db, self.config, self.task, self.workdir,
+                                   agents=self.agents(0).names(), run=self._state,
+                                   wall_seconds=self.elapsed())  # fmt: skip
+        report.write(board, self.workdir)
         return board
 
-    def _describe(self, candidate: dict) -> str:
-        if self._is_reference(candidate):
-            return f"baseline {candidate['name']} (reference)"
-        if candidate["kind"] == "baseline":
-            return f"baseline {candidate['name']}"
-        return f"{candidate['name']} (generation {candidate['generation']})"
-
-    def _stage_total(self, stage: str, rows: dict) -> int | None:
-        """Evaluations the stage will have run when it ends; None when only a wall or compute
-        budget bounds exploration."""
-        if stage == "verify" or self._researcher_exhausted or self.budget_left():
-            return len(rows)
-        if not self.config.budget.candidates:
-            return None
-        baselines = sum(1 for c in self.db.candidates() if c["kind"] == "baseline")
-        return baselines + self.config.budget.candidates
-
-    def _estimate_left(self, stage: str, rows: dict, total: int | None) -> str:
-        """Time left in the stage: the mean sandbox time of its finished evaluations, times
-        what remains, over the workers (the remaining wall budget when that is the bound)."""
-        finished = [r for r in self.db.evaluations(stage) if r["status"] != "pending"]
-        b = self.config.budget
-        if total is None:
-            if stage == "explore" and b.wall_seconds:
-                return f"~{_minutes(max(0.0, b.wall_seconds - self.elapsed()))} left (wall budget)"
-            return "time left unknown (compute budget)"
-        if not finished:
-            return "time left: estimating"
-        mean = sum(r["compute_seconds"] or 0.0 for r in finished) / len(finished)
-        left = mean * (total - len(finished)) / self.config.workers
-        return f"~{_minutes(left)} left in {stage}"
-
     def progress(self, stage: str, candidate_id: int) -> str:
-        """One line per finished evaluation: stage, finished/total, the outcome, the best so
-        far, failures, elapsed time and an estimate of the time left."""
-        rows = {r.id: r for r in self.records(stage)}
-        r = rows[candidate_id]
-        best = next((x for x in self.ranked(stage) if x.status == "evaluated"), None)
-        failures = collections.Counter(x.failure_stage for x in rows.values()
-                                       if x.status == "failed")  # fmt: skip
-        if r.status == "evaluated":
-            figures = f"loss {r.loss:.4f}, recall {r.benchmark:.3f}"
-            outcome = (f"fitness {r.fitness:.3f} ({figures})" if r.fitness is not None else
-                       f"evaluated ({figures}; scored when {self.config.reference_baseline} "
-                       "finishes)")  # fmt: skip
-        else:
-            outcome = f"{r.status} at {r.failure_stage}: {_last_line(r.failure_reason)}"
-        done = sum(x.status != "pending" for x in rows.values())
-        total = self._stage_total(stage, rows)
-        leader = f"{best.name} {best.fitness:.3f}" if best else "none scored yet"
-        failed = ", ".join(f"{n} at {k}" for k, n in failures.items()) or "0"
-        return (f"[{stage} {done}/{total or '?'}] {self._describe(self.db.candidate(r.id))}: "
-                f"{outcome} | best {leader} | failed {failed} | "
-                f"{_minutes(self.elapsed())} elapsed, "
-                f"{self._estimate_left(stage, rows, total)}")  # fmt: skip
-
-    def _heartbeat(self, stage: str, running: dict[cf.Future, tuple[dict, int, float]]) -> str:
-        now = time.monotonic()
-        busy = ", ".join(f"{c['name']} {_minutes(now - t)}" for c, _, t in running.values())
-        return f"[{stage}] running: {busy} | {_minutes(self.elapsed())} elapsed"
+        return report.progress(self.db, self.config, self.task, stage, candidate_id,
+                               elapsed=self.elapsed(),
+                               finished_proposing=self._researcher_exhausted
+                               or self.budget_left() is not None)  # fmt: skip
 
 
 def evolve(config: EvolutionConfig, workdir: str | Path,

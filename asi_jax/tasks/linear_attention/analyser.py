@@ -11,12 +11,11 @@ offline researcher weighs its choices with.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from asi_jax.agents.base import Analysis, Record
-from asi_jax.agents.grammar import Design, canonical, differences
+from asi_jax.tasks.linear_attention.grammar import Design, canonical, differences
 
 # Failure stage -> how the situation reads in the cognition entries' terms.
 _FAILURE_SUMMARIES = {
@@ -125,18 +124,3 @@ class OfflineAnalyser:
             problems.append("improves on its parent; to go further, forget old associations "
                             "selectively and raise memory capacity")  # fmt: skip
         return Analysis("\n".join(lines), "; ".join(problems), lesson)
-
-
-def component_effects(records: Sequence[Record]) -> dict[tuple[str, Any], tuple[float, int]]:
-    """(component, new option) -> (mean fitness change from parent to child, count), over
-    evaluated children of evaluated parents. A failed child counts as a change of -1."""
-    by_id = {r.id: r for r in records}
-    totals: dict[tuple[str, Any], list[float]] = defaultdict(list)
-    for r in records:
-        parent = by_id.get(r.parent_id) if r.parent_id is not None else None
-        if parent is None or parent.fitness is None or r.status == "pending":
-            continue
-        delta = (r.fitness - parent.fitness) if r.fitness is not None else -1.0
-        for field, (_, new) in _changes(r, parent).items():
-            totals[(field, new)].append(delta)
-    return {k: (sum(v) / len(v), len(v)) for k, v in totals.items()}

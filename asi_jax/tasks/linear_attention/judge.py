@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from asi_jax.agents.base import Record
-from asi_jax.agents.grammar import Design, canonical, differences
+from asi_jax.tasks.linear_attention.grammar import Design, canonical, differences
 
 
 class OfflineJudge:

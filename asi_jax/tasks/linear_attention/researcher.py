@@ -13,13 +13,12 @@ origins each idea had: cognition (with the entry), analysis (with the figure), o
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from asi_jax.agents.base import Proposal, ResearchContext
-from asi_jax.agents.grammar import (
+from asi_jax.tasks.linear_attention.grammar import (
     OPTIONS,
     Design,
     canonical,
@@ -130,6 +129,7 @@ class OfflineResearcher:
     """The grammar researcher (offline, no LLM). See the module docstring."""
 
     name = "offline-grammar-researcher"
+    needs_design = True  # it mutates the parent's design: the controller offers no other
 
     def __init__(self, config: OfflineResearcherConfig = OfflineResearcherConfig()):
         self.config = config
@@ -198,7 +198,10 @@ class OfflineResearcher:
     # -- the role ---------------------------------------------------------------------------
     def propose(self, context: ResearchContext) -> Proposal:
         rng = np.random.default_rng(context.seed)
-        parent_design = canonical(Design.from_json(context.parent.design or Design().to_json()))
+        if not context.parent.design:
+            raise ValueError(f"the parent {context.parent.name} has no design in the mixer "
+                             "grammar to build on")  # fmt: skip
+        parent_design = canonical(Design.from_json(context.parent.design))
         references = [r for r in context.references if r.design]
         child, origins = None, []
         for _ in range(self.config.max_draws):
@@ -246,7 +249,3 @@ class OfflineResearcher:
             return None
         doc = source.split('"""')[1].split("Design: ")[0].strip() if '"""' in source else ""
         return render(safer, docstring=f"{doc}\nRevised after: {error.splitlines()[0][:200]}")
-
-
-def known_design_keys(designs: Sequence[dict | None]) -> frozenset[str]:
-    return frozenset(canonical(Design.from_json(d)).key() for d in designs if d)

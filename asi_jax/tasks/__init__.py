@@ -1,0 +1,47 @@
+"""The tasks the loop can evolve, by name.
+
+    task = get_task("linear_attention")
+
+A task registers itself when its package is imported; `get_task` imports the built-in
+packages on first use. A test (or a user's script) registers its own with `register`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from asi_jax.tasks.base import Baseline, Figure, Figures, Task
+
+__all__ = ["Baseline", "Figure", "Figures", "Task", "get_task", "names", "register"]
+
+_BUILT_IN = ("linear_attention",)
+_REGISTRY: dict[str, type[Task]] = {}
+
+
+def register(task: type[Task]) -> type[Task]:
+    """Adds `task` under `task.name` (usable as a class decorator); a name taken by another
+    class is refused."""
+    existing = _REGISTRY.get(task.name)
+    if existing is not None and existing is not task:
+        raise ValueError(f"a task named {task.name!r} is registered already ({existing})")
+    _REGISTRY[task.name] = task
+    return task
+
+
+def _load_built_in() -> None:
+    for name in _BUILT_IN:
+        importlib.import_module(f"asi_jax.tasks.{name}")
+
+
+def names() -> list[str]:
+    _load_built_in()
+    return sorted(_REGISTRY)
+
+
+def get_task(name: str) -> Task:
+    """The registered task `name`; a clear error listing the known ones otherwise."""
+    if name not in _REGISTRY:
+        _load_built_in()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown task {name!r}; known tasks: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]()
