@@ -44,7 +44,7 @@ def _ranking(board: dict, stage: str) -> list[tuple]:
 
 
 def test_the_registry_knows_the_built_in_tasks_and_refuses_unknown_ones():
-    assert {"linear_attention", "toy"} <= set(names())
+    assert {"linear_attention", "optimizer", "toy"} <= set(names())
     with pytest.raises(ValueError, match="unknown task 'nope'; known tasks"):
         get_task("nope")
 

@@ -14,7 +14,7 @@ from asi_jax.tasks.base import Baseline, Figure, Figures, Task
 
 __all__ = ["Baseline", "Figure", "Figures", "Task", "get_task", "names", "register"]
 
-_BUILT_IN = ("linear_attention",)
+_BUILT_IN = ("linear_attention", "optimizer")
 _REGISTRY: dict[str, type[Task]] = {}
 
 

@@ -49,10 +49,16 @@ def masked_cross_entropy(logits: jax.Array, batch: Batch) -> tuple[jax.Array, di
     return sums["loss"] / denom, sums
 
 
+# A candidate optimizer (the optimizer task's): learning-rate schedule -> transformation.
+OptimizerFactory = Callable[[optax.Schedule], optax.GradientTransformation]
+
+
 def make_optimizer(
-    config: OptimConfig, steps: int, params
+    config: OptimConfig, steps: int, params, optimizer: OptimizerFactory | None = None
 ) -> tuple[optax.GradientTransformation, Callable]:
-    """AdamW with linear warmup and cosine decay, global-norm clipping; no decay on vectors."""
+    """AdamW with linear warmup and cosine decay, global-norm clipping; no decay on vectors.
+    `optimizer` replaces AdamW (not the clipping or the schedule): the optimizer task trains
+    its candidates under the same schedule and clipping as the reference."""
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=config.learning_rate,
@@ -60,6 +66,9 @@ def make_optimizer(
         decay_steps=max(steps, config.warmup_steps + 1),
         end_value=config.learning_rate * config.min_lr_ratio,
     )
+    if optimizer is not None:
+        tx = optax.chain(optax.clip_by_global_norm(config.clip_norm), optimizer(schedule))
+        return tx, schedule
     decay_mask = jax.tree.map(lambda x: x.ndim >= 2, params)
     tx = optax.chain(
         optax.clip_by_global_norm(config.clip_norm),
@@ -73,7 +82,11 @@ class Trainer:
     """Builds the sharded state and the jitted steps for one experiment."""
 
     def __init__(
-        self, config: ExperimentConfig, mesh: jax.sharding.Mesh, mixer: MixerFactory | None = None
+        self,
+        config: ExperimentConfig,
+        mesh: jax.sharding.Mesh,
+        mixer: MixerFactory | None = None,
+        optimizer: OptimizerFactory | None = None,
     ):
         self.config, self.mesh = config, mesh
         mixer = mixer or resolve_mixer(config.mixer)
@@ -83,7 +96,9 @@ class Trainer:
         self.param_counts = count_params(abstract)
         param_sh = sharding.shardings(abs_params, mesh)
         rest_sh = sharding.shardings(abs_rest, mesh)
-        self.tx, self.schedule = make_optimizer(config.optim, config.train.steps, abs_params)
+        self.tx, self.schedule = make_optimizer(
+            config.optim, config.train.steps, abs_params, optimizer
+        )
 
         # Built sharded from the start: parameters never sit whole on one device, and the
         # optimizer's per-parameter state (Adam moments) takes its parameter's sharding.
@@ -92,13 +107,16 @@ class Trainer:
             return params, rest
 
         abs_opt = jax.eval_shape(self.tx.init, abs_params)
-        opt_sh = optax.tree_map_params(
-            self.tx,
-            lambda _, param_sharding: param_sharding,
-            abs_opt,
-            param_sh,
-            transform_non_params=lambda _: sharding.replicated(mesh),
-        )
+        if optimizer is None:
+            opt_sh = optax.tree_map_params(
+                self.tx,
+                lambda _, param_sharding: param_sharding,
+                abs_opt,
+                param_sh,
+                transform_non_params=lambda _: sharding.replicated(mesh),
+            )
+        else:  # a candidate's state need not be trees of params (factored moments, scalars)
+            opt_sh = _state_shardings(abs_opt, abs_params, param_sh, mesh)
         self._init_params = jax.jit(init_params, out_shardings=(param_sh, rest_sh))
         self._init_opt = jax.jit(self.tx.init, out_shardings=opt_sh)
         self.compute_dtype = jnp.dtype(config.train.compute_dtype)
@@ -172,6 +190,34 @@ class Trainer:
             return self._eval_step(state["params"], state["rest"], local_batch)
 
 
+def _state_shardings(abs_opt, abs_params, param_sh, mesh: jax.sharding.Mesh):
+    """Shardings for any optimizer state: a subtree shaped like the parameters takes theirs
+    leaf by leaf; another leaf takes the sharding of a parameter of its shape where all such
+    parameters agree, else it is replicated. Never runs the optimizer's code (optax's
+    `tree_map_params` calls `init` on a placeholder, which a candidate's init may reject)."""
+    params_def = jax.tree.structure(abs_params)
+    param_leaves = jax.tree.leaves(abs_params)
+    sharding_leaves = jax.tree.leaves(param_sh)
+    by_shape: dict[tuple, set] = {}
+    for p, s in zip(param_leaves, sharding_leaves, strict=True):
+        by_shape.setdefault(tuple(p.shape), set()).add(s)
+
+    def like_params(node) -> bool:
+        return jax.tree.structure(node) == params_def
+
+    def one(node):
+        if like_params(node):
+            leaves = jax.tree.leaves(node)
+            return jax.tree.unflatten(params_def, [
+                s if tuple(x.shape) == tuple(p.shape) else sharding.replicated(mesh)
+                for x, p, s in zip(leaves, param_leaves, sharding_leaves, strict=True)
+            ])  # fmt: skip
+        found = by_shape.get(tuple(getattr(node, "shape", ())), set())
+        return next(iter(found)) if len(found) == 1 else sharding.replicated(mesh)
+
+    return jax.tree.map(one, abs_opt, is_leaf=like_params)
+
+
 def checkpoint_manager(workdir: Path, keep: int = 2) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
         (Path(workdir) / "checkpoints").resolve(),
@@ -199,12 +245,16 @@ def train(
     mixer: MixerFactory | None = None,
     log: Callable[[str], None] = print,
     isolation: dict[str, Any] | None = None,
+    optimizer: OptimizerFactory | None = None,
+    optimizer_label: str | None = None,
 ) -> dict[str, Any]:
     """Trains (or resumes) the experiment in `workdir`; returns what result.json holds.
 
     `mixer` overrides `config.mixer` with a class already loaded (the sandboxed worker's
     candidate); otherwise the config names a baseline or a trusted mixer file. `isolation`:
     the sandbox layers the run is confined by, for run.json (None: not sandboxed).
+    `optimizer` replaces the config's AdamW (see `make_optimizer`); `optimizer_label` names
+    it in run.json and result.json ("optimizer"; absent when the config's AdamW trained).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -212,9 +262,11 @@ def train(
     mesh = mesh or sharding.make_mesh(config.train.mesh_data, config.train.mesh_fsdp)
     run_record = {"config": to_dict(config), "environment": environment_record(),
                   "mesh": dict(mesh.shape), "isolation": isolation}  # fmt: skip
+    if optimizer is not None:
+        run_record["optimizer"] = optimizer_label or "candidate"
     (workdir / "run.json").write_text(json.dumps(run_record, indent=2) + "\n")
 
-    trainer = Trainer(config, mesh, mixer)
+    trainer = Trainer(config, mesh, mixer, optimizer)
     state = trainer.init_state()
     iterator = train_iterator(config.data)
     eval_sets = heldout.eval_sets(config.data)
@@ -300,5 +352,7 @@ def train(
         "mixer": config.mixer,
         "seed": config.seed,
     }
+    if optimizer is not None:
+        result["optimizer"] = optimizer_label or "candidate"
     (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
