@@ -50,9 +50,11 @@ class BudgetConfig:
 class StageLimits(Limits):
     """Each evaluation's sandbox limits. The wall and CPU figures are floors: once the
     reference baseline has run in a stage, the stage's other evaluations get
-    `reference_multiple` times the wall and CPU time it took, where that is more. So a slow
-    or busy machine raises the limits instead of failing every candidate. The reference
-    itself runs at the floors, and once more at twice them if it runs out of time."""
+    `reference_multiple` times the CPU time it took, and that multiple of its wall time times
+    the evaluations that run at once (it ran alone; they share the machine), where that is
+    more. So a slow or busy machine raises the limits instead of failing every candidate. The
+    reference itself runs at the floors, and once more at twice them if it runs out of
+    time."""
 
     reference_multiple: float = 4.0
 
@@ -62,13 +64,15 @@ class StageLimits(Limits):
             raise ValueError(f"limits.reference_multiple must be >= 1, got "
                              f"{self.reference_multiple}")  # fmt: skip
 
-    def for_stage(self, reference: dict[str, float] | None) -> Limits:
+    def for_stage(self, reference: dict[str, float] | None, concurrent: int = 1) -> Limits:
         """The sandbox limits of a stage whose reference took `reference` ({wall_seconds,
-        cpu_seconds}; None: not measured yet, the floors)."""
+        cpu_seconds}; None: not measured yet, the floors), for `concurrent` evaluations at
+        once."""
         floors = Limits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Limits)})
         if not reference:
             return floors
-        wall = max(self.wall_seconds, self.reference_multiple * reference["wall_seconds"])
+        wall = max(self.wall_seconds,
+                   self.reference_multiple * reference["wall_seconds"] * concurrent)  # fmt: skip
         cpu = max(
             self.cpu_seconds,
             math.ceil(self.reference_multiple * (reference.get("cpu_seconds") or 0)),

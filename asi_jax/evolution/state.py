@@ -30,9 +30,10 @@ def reference_usage(db: Database, stage: str) -> dict[str, float] | None:
     return (db.get_meta("reference_usage") or {}).get(stage)
 
 
-def stage_limits(db: Database, limits: StageLimits) -> dict[str, dict]:
+def stage_limits(db: Database, limits: StageLimits, concurrent: int) -> dict[str, dict]:
     """Per stage with a measured reference: its usage and the limits that follow from it."""
-    return {stage: {"reference": usage, **dataclasses.asdict(limits.for_stage(usage))}
+    return {stage: {"reference": usage,
+                    **dataclasses.asdict(limits.for_stage(usage, concurrent))}
             for stage in STAGES if (usage := reference_usage(db, stage)) is not None}  # fmt: skip
 
 

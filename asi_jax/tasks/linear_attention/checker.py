@@ -57,7 +57,9 @@ class CheckConfig:
     max_params_wide: int = 0  # the budget at 2 * d_model; 0: none
     max_memory_bytes: int = 2 << 30
     tolerance: float = 1e-5  # causality, relative to the size of each output position
-    gradient_tolerance: float = 1e-2  # relative mismatch of backward and finite differences
+    # Relative mismatch of backward and finite differences: honest mixers with kinks (ReLU
+    # features) stay within a few percent; a rescaled or cut gradient is off by far more.
+    gradient_tolerance: float = 5e-2
     seed: int = 0
 
     def __post_init__(self):  # JSON brings lists back; keep the dataclass hashable
@@ -80,12 +82,15 @@ _QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensi
 # How far the causality and gradient checks move each parameter off its initial value.
 _MOVE_RELATIVE, _MOVE_ABSOLUTE = 0.1, 1e-2
 # Finite-difference steps, relative to the direction's scale, tried in turn: the first has
-# the least rounding noise, the last the least truncation error.
-_FD_STEPS = (1e-2, 3e-3, 1e-3)
+# the least rounding noise, the last the least truncation error and crosses the fewest kinks
+# (a ReLU feature map puts one in every unit; near a zero vector an L2 norm turns sharply).
+_FD_STEPS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
 _FD_NOISE = 1e-5  # the forward pass's relative rounding error a finite difference may carry
 _TIMING_RUNS = 5
 _TIMING_MARGIN = 0.5  # the clock alone refuses only this far above max_cost_exponent
-_TIMING_MIN_SECONDS = 2e-3  # below this at 4T, the clock measures overheads, not growth
+# Below this at 4T the clock measures overheads and caches, not growth: a mixer whose state
+# outgrows a cache at 4T takes 4x the time of 2T in milliseconds (seen at load 9 on 2 cores).
+_TIMING_MIN_SECONDS = 2e-2
 
 
 @dataclasses.dataclass
