@@ -36,17 +36,8 @@ _FLA_FUNCTIONS = {
     "gated_delta_rule": ("fla.ops.gated_delta_rule", "chunk_gated_delta_rule", {}),
 }
 
+
 # Dense bf16 tensor-core peaks (FLOP/s) by device kind, for the roofline column.
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v5e": 197e12}
-
-
-def peak_flops(device_kind: str) -> float | None:
-    for name, peak in PEAK_BF16_FLOPS.items():
-        if name.lower() in device_kind.lower():
-            return peak
-    return None
-
-
 def fla_available() -> bool:
     """True when PyTorch with CUDA and flash-linear-attention can run here."""
     try:

@@ -22,7 +22,7 @@ from absl import flags
 
 from asi_jax import command_line
 from asi_jax.provenance import environment_record
-from pallas_kernels import benchmark
+from pallas_kernels import benchmark, hardware
 
 _OPS = flags.DEFINE_list("ops", ["delta_rule", "gated_delta_rule"], "Ops to time.")
 _IMPLS = flags.DEFINE_list("impls", ["recurrent", "chunk"], "Implementations to time.")
@@ -68,7 +68,7 @@ def main(argv: list[str]) -> None:
     except ValueError as e:
         raise command_line.UsageError(str(e)) from e
     environment = environment_record()
-    peak = benchmark.peak_flops(environment["devices"][0])
+    peak = hardware.peak_flops(environment["devices"][0])
     print(benchmark.format_table(timings, peak=peak))
     output = Path(_OUTPUT.value)
     output.parent.mkdir(parents=True, exist_ok=True)

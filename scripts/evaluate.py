@@ -17,10 +17,7 @@ from pathlib import Path
 from absl import flags
 
 from asi_jax import command_line
-from asi_jax.candidates.engineer import evaluate_candidate_run
-from asi_jax.candidates.worker import CANDIDATE_FILE
-from asi_jax.evals.checkpoint import evaluate_run, format_result, read_run_config
-from asi_jax.models.mixers import MIXERS, resolve_mixer
+from asi_jax.evals.checkpoint import evaluate_workdir, format_result
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's folder (has run.json).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
@@ -40,15 +37,7 @@ def main(argv: list[str]) -> None:
     try:
         kv_pairs = None if _KV_PAIRS.value is None else [int(n) for n in _KV_PAIRS.value]
         options = {"step": _STEP.value, "kv_pairs": kv_pairs, "eval_examples": _EXAMPLES.value}
-        trained = read_run_config(run_dir).mixer
-        if _MIXER.value:
-            result = evaluate_run(run_dir, mixer=resolve_mixer(_MIXER.value), **options)
-        elif trained not in MIXERS and (run_dir.parent / CANDIDATE_FILE).is_file():
-            print(f"evaluating the candidate in {run_dir.parent} in the sandbox")
-            result = evaluate_candidate_run(run_dir.parent, read_only_paths=_DATA.value,
-                                            **options)  # fmt: skip
-        else:
-            result = evaluate_run(run_dir, **options)
+        result = evaluate_workdir(run_dir, mixer=_MIXER.value, data=_DATA.value, **options)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
         raise command_line.UsageError(str(e)) from e
     print(format_result(result))

@@ -20,6 +20,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from asi_jax import command_line
+from asi_jax.evolution import report
 from asi_jax.evolution.config import from_config_dict
 from asi_jax.evolution.controller import EvolutionError, evolve
 
@@ -27,21 +28,6 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Evolution config file
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's folder: database, candidates, "
                                "leaderboard.")  # fmt: skip
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def _summary(board: dict) -> str:
-    ref = board["reference_baseline"]
-    lines = []
-    for stage in ("explore", "verify"):
-        if stage not in board:
-            continue
-        s = board[stage]
-        lines.append(f"{stage}: {s['evaluated']} evaluated, {s['failed']} failed; "
-                     f"beating {ref}: {s[f'beats_{ref}'] or 'none'}")  # fmt: skip
-        for row in s["ranking"][:8]:
-            fit = "-" if row["fitness"] is None else f"{row['fitness']:.3f}"
-            lines.append(f"  {fit:>6}  {row['name']} ({row['kind']}, {row['status']})")
-    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> None:
@@ -58,7 +44,7 @@ def main(argv: list[str]) -> None:
     except KeyboardInterrupt:
         print(f"interrupted; run the same command again to resume {_WORKDIR.value}", flush=True)
         command_line.fail("interrupted", command_line.INTERRUPTED_STATUS)
-    print(_summary(board))
+    print(report.summary(board))
     print(json.dumps({"wall_seconds": round(board["wall_seconds"], 1)}))
 
 

@@ -9,7 +9,6 @@ Writes sweep.json (every run's result) in the workdir; finished runs are not ret
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from absl import flags
@@ -18,7 +17,6 @@ from ml_collections import config_flags
 from asi_jax import command_line
 from asi_jax.evals.sweep import format_table, run_sweep
 from asi_jax.models.mixers import MIXERS
-from asi_jax.provenance import environment_record
 from asi_jax.train.config import from_config_dict
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
@@ -37,12 +35,8 @@ def main(argv: list[str]) -> None:
     except (ValueError, TypeError) as e:
         raise command_line.UsageError(str(e)) from e
     rows = run_sweep(base, _MIXERS.value, seeds, _WORKDIR.value)
-    table = format_table(rows)
-    print(table)
-    out = Path(_WORKDIR.value) / "sweep.json"
-    out.write_text(json.dumps({"environment": environment_record(), "table": table,
-                               "runs": rows}, indent=2) + "\n")  # fmt: skip
-    print(f"wrote {out}")
+    print(format_table(rows))
+    print(f"wrote {Path(_WORKDIR.value) / 'sweep.json'}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pallas_kernels import benchmark
+from pallas_kernels import benchmark, hardware
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,8 +77,8 @@ def test_table_compares_with_fla_and_the_roofline():
         benchmark.make_timing("delta_rule", impl, "fwd", shape, "bfloat16", seconds, seconds)
         for impl, seconds in (("chunk", 0.004), ("pallas", 0.002), ("fla", 0.001))
     ]
-    table = benchmark.format_table(rows, peak=benchmark.peak_flops("NVIDIA H100 80GB HBM3"))
+    table = benchmark.format_table(rows, peak=hardware.peak_flops("NVIDIA H100 80GB HBM3"))
     pallas_row = next(line for line in table.splitlines() if " pallas " in line)
     assert "vs fla" in table and "% peak" in table
     assert "2.00x" in pallas_row.split()[-2]  # pallas takes twice fla's time
-    assert benchmark.peak_flops("cpu") is None
+    assert hardware.peak_flops("cpu") is None

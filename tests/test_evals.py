@@ -15,9 +15,9 @@ import pytest
 from train_testing import tiny_dict, write_config_file
 
 from asi_jax.evals.checkpoint import evaluate_run, format_result
-from asi_jax.evals.heldout import evaluate_set
 from asi_jax.models.mixers import MIXERS
 from asi_jax.train.config import from_config_dict
+from asi_jax.train.heldout import evaluate_set
 from asi_jax.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]

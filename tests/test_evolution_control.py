@@ -86,9 +86,7 @@ def test_the_reference_runs_first_and_alone_and_sets_each_stages_limits(tmp_path
             assert c["limits"].cpu_seconds == 4 * REFERENCE_CPU
             # It ran alone; the others share the machine with each other: times the workers.
             workers = board["config"]["workers"]
-            assert c["limits"].wall_seconds == pytest.approx(
-                4 * measured["wall_seconds"] * workers
-            )
+            assert c["limits"].wall_seconds == pytest.approx(4 * measured["wall_seconds"] * workers)
         assert measured["wall_seconds"] >= 0.3
     assert board["run"]["state"] == "finished" and board["explore"]["evaluated"] == 5
     # progress: stage, finished/total, the baselines named as such, failures, time left

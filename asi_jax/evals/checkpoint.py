@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from asi_jax.evals import heldout
 from asi_jax.models.lm import MixerFactory
 from asi_jax.models.mixers import MIXERS, get_mixer
 from asi_jax.provenance import environment_record
-from asi_jax.train import sharding
+from asi_jax.train import heldout, sharding
 from asi_jax.train.config import from_config_dict, to_dict
 from asi_jax.train.trainer import Trainer, checkpoint_manager, restore
 
@@ -101,6 +100,27 @@ def evaluate_run(
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def evaluate_workdir(run_dir: str | Path, *, mixer: str | None = None,
+                     data: Sequence[str] = (), log: Callable[[str], None] = print,
+                     **options) -> dict[str, Any]:  # fmt: skip
+    """Re-evaluates the run in `run_dir` as scripts/evaluate.py does: with `mixer` (a
+    baseline name or a trusted mixer file) when given; a candidate's run (its folder holds
+    candidate.py, the mixer it trained) in a fresh sandbox that may read only `data`; else
+    the baseline the run recorded."""
+    from asi_jax.candidates.engineer import evaluate_candidate_run
+    from asi_jax.candidates.worker import CANDIDATE_FILE
+    from asi_jax.models.mixers import MIXERS, resolve_mixer
+
+    run_dir = Path(run_dir)
+    trained = read_run_config(run_dir).mixer
+    if mixer:
+        return evaluate_run(run_dir, mixer=resolve_mixer(mixer), **options)
+    if trained not in MIXERS and (run_dir.parent / CANDIDATE_FILE).is_file():
+        log(f"evaluating the candidate in {run_dir.parent} in the sandbox")
+        return evaluate_candidate_run(run_dir.parent, read_only_paths=data, **options)
+    return evaluate_run(run_dir, **options)
 
 
 def format_result(result: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from asi_jax.provenance import environment_record
 from asi_jax.train.config import ExperimentConfig
 from asi_jax.train.trainer import train
 
@@ -24,8 +25,9 @@ def run_sweep(
     *,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """One row per (mixer, seed): its result.json plus the mixer and seed. Runs already
-    finished in `workdir` are read back, not retrained."""
+    """One row per (mixer, seed): its result.json plus the mixer and seed, also written with
+    the table and the environment to `workdir/sweep.json`. Runs already finished in
+    `workdir` are read back, not retrained."""
     rows = []
     for mixer in mixers:
         for seed in seeds:
@@ -39,6 +41,9 @@ def run_sweep(
                 result = train(config, run_dir, log=lambda line: None)
             rows.append({"mixer": mixer, "seed": seed, **result})
             log(_summary(rows[-1]))
+    (Path(workdir) / "sweep.json").write_text(json.dumps(
+        {"environment": environment_record(), "table": format_table(rows), "runs": rows},
+        indent=2) + "\n")  # fmt: skip
     return rows
 
 

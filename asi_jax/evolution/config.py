@@ -22,6 +22,7 @@ from asi_jax.candidates.sandbox import Limits
 from asi_jax.evolution.fitness import FitnessConfig
 from asi_jax.evolution.sampling import SamplingConfig
 from asi_jax.tasks import get_task
+from asi_jax.train import config as train_config
 from asi_jax.train.config import ExperimentConfig, complete, convert
 
 AGENT_KINDS = ("offline", "llm")
@@ -172,8 +173,7 @@ class EvolutionConfig:
 
 
 def from_config_dict(config: Mapping[str, Any]) -> EvolutionConfig:
-    to_dict = getattr(config, "to_dict", None)
-    return convert(EvolutionConfig, to_dict() if to_dict else config)
+    return train_config.from_config_dict(config, EvolutionConfig)
 
 
 def complete_config(values: Mapping[str, Any]) -> ConfigDict:

@@ -187,3 +187,19 @@ def heartbeat(stage: str, running: dict[str, float], elapsed: float, now: float)
     """`running`: name -> monotonic start time of each evaluation in flight."""
     busy = ", ".join(f"{name} {minutes(now - t)}" for name, t in running.items())
     return f"[{stage}] running: {busy} | {minutes(elapsed)} elapsed"
+
+
+def summary(board: dict[str, Any]) -> str:
+    """A finished run in a few lines: per stage, the counts and the top of the ranking."""
+    ref = board["reference_baseline"]
+    lines = []
+    for stage in state.STAGES:
+        if stage not in board:
+            continue
+        s = board[stage]
+        lines.append(f"{stage}: {s['evaluated']} evaluated, {s['failed']} failed; "
+                     f"beating {ref}: {s[f'beats_{ref}'] or 'none'}")  # fmt: skip
+        for row in s["ranking"][:8]:
+            fit = "-" if row["fitness"] is None else f"{row['fitness']:.3f}"
+            lines.append(f"  {fit:>6}  {row['name']} ({row['kind']}, {row['status']})")
+    return "\n".join(lines)

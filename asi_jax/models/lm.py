@@ -123,16 +123,21 @@ class CausalLM(nnx.Module):
         return logits.astype(jnp.float32)
 
 
+def parameter_count(tree) -> int:
+    """The trainable parameters of a module (real or abstract) or of a state's leaves."""
+    state = nnx.state(tree, nnx.Param) if isinstance(tree, nnx.Module) else tree
+    return int(sum(x.size for x in jax.tree.leaves(state)))
+
+
 def count_params(model: CausalLM) -> dict[str, int]:
     """Total trainable parameters, and the same without the embedding tables and LM head."""
-    params = nnx.state(model, nnx.Param)
-    total = sum(x.size for x in jax.tree.leaves(params))
+    total = parameter_count(model)
     embedding = model.embed.embedding.size
     if model.positions is not None:
         embedding += model.positions.embedding.size
     if model.head is not None:
-        embedding += sum(x.size for x in jax.tree.leaves(nnx.state(model.head, nnx.Param)))
-    return {"total": int(total), "non_embedding": int(total - embedding)}
+        embedding += parameter_count(model.head)
+    return {"total": total, "non_embedding": int(total - embedding)}
 
 
 def build_model(config: ModelConfig, mixer: MixerFactory, *, seed: int) -> CausalLM:

@@ -167,10 +167,11 @@ def _coerce(hint, value, path: str):
     return value
 
 
-def from_config_dict(config: Mapping[str, Any]) -> ExperimentConfig:
-    """ExperimentConfig from a ConfigDict (or any nested mapping), validated field by field."""
+def from_config_dict(config: Mapping[str, Any], cls: type = ExperimentConfig):
+    """A config dataclass (`ExperimentConfig` unless `cls` says otherwise) from a ConfigDict
+    or any nested mapping, validated field by field."""
     to_dict = getattr(config, "to_dict", None)
-    return convert(ExperimentConfig, to_dict() if to_dict else config)
+    return convert(cls, to_dict() if to_dict else config)
 
 
 def to_dict(config) -> dict[str, Any]:

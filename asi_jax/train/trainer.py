@@ -26,15 +26,14 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from asi_jax.data.pipeline import train_iterator
-from asi_jax.evals import heldout
 from asi_jax.models.lm import CausalLM, MixerFactory, count_params
 from asi_jax.models.mixers import resolve_mixer
 from asi_jax.provenance import environment_record
-from asi_jax.train import sharding
+from asi_jax.train import heldout, sharding
 from asi_jax.train.config import ExperimentConfig, OptimConfig, to_dict
 from asi_jax.train.metrics import MetricsWriter, progress_line
 from asi_jax.train.monitor import QualityMonitor
-from pallas_kernels.benchmark import peak_flops
+from pallas_kernels.hardware import peak_flops
 
 Batch = dict[str, jax.Array]
 

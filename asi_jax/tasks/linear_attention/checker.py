@@ -35,6 +35,7 @@ import numpy as np
 from flax import nnx
 
 from asi_jax.candidates.cost import UnboundedLoop, jaxpr_flops
+from asi_jax.models.lm import parameter_count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +148,7 @@ def _stage_instantiate(mixer_cls, c: CheckConfig, figures: dict) -> _Mixer:
 
 
 def _stage_params(mixer_cls, m: _Mixer, c: CheckConfig, figures: dict) -> None:
-    count = int(sum(x.size for x in jax.tree.leaves(m.params)))
+    count = parameter_count(m.params)
     figures["params"] = count
     if count > c.max_params:
         raise CheckFailed("params", f"{count:,} parameters exceed the budget of {c.max_params:,}")
@@ -157,7 +158,7 @@ def _stage_params(mixer_cls, m: _Mixer, c: CheckConfig, figures: dict) -> None:
     # (cubic in the width, say) fits at one width and not at the next. Shapes only: nothing
     # is allocated.
     wide = nnx.eval_shape(lambda: mixer_cls(2 * c.d_model, c.num_heads, rngs=nnx.Rngs(c.seed)))
-    count = int(sum(x.size for x in jax.tree.leaves(nnx.state(wide, nnx.Param))))
+    count = parameter_count(wide)
     figures["params_wide"] = count
     if count > c.max_params_wide:
         raise CheckFailed(

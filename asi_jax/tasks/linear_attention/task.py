@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import jax
 from flax import nnx
 
 from asi_jax.tasks import register
@@ -160,12 +159,12 @@ def parameter_budget(check: checker.CheckConfig, reference: str) -> tuple[int, i
     """`param_budget_ratio` times the reference mixer's parameters at the check's width and
     at twice it (the same heads): a candidate must fit both, so its parameters cannot grow
     faster with the width than the reference's."""
+    from asi_jax.models.lm import parameter_count
     from asi_jax.models.mixers import get_mixer
 
     def budget(d_model: int) -> int:
         mixer = nnx.eval_shape(lambda: get_mixer(reference)(d_model, check.num_heads,
                                                             rngs=nnx.Rngs(0)))  # fmt: skip
-        count = sum(x.size for x in jax.tree.leaves(nnx.state(mixer, nnx.Param)))
-        return int(check.param_budget_ratio * count)
+        return int(check.param_budget_ratio * parameter_count(mixer))
 
     return budget(check.d_model), budget(2 * check.d_model)
