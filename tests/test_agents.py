@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from asi_jax.agents.base import Record, ResearchContext, component_effects
 from asi_jax.candidates.policy import check_source
 from asi_jax.cognition.embedders import HashingEmbedder
-from asi_jax.cognition.entries import load_jsonl
-from asi_jax.cognition.store import CognitionStore
+from asi_jax.cognition.entries import CognitionEntry, load_jsonl
+from asi_jax.cognition.store import CognitionStore, Retrieved
 from asi_jax.tasks.linear_attention import LinearAttentionTask
 from asi_jax.tasks.linear_attention.analyser import OfflineAnalyser
 from asi_jax.tasks.linear_attention.contract import MIXER
@@ -142,6 +142,52 @@ def test_researcher_follows_cognition_and_analysis_evidence():
         for p in chosen
         for o in p.idea_origins
     )
+
+
+def test_researcher_proposals_are_pinned():
+    """The same context and seed give the same proposal as before the search moved into
+    agents.grammar_search (the quickstart's results depend on it)."""
+
+    def entry(title, insight):
+        return CognitionEntry(title, "", insight, "", "", "", "")
+
+    designs = {k: d.to_json() for k, d in BASELINE_DESIGNS.items()}
+    parent = _record(1, BASELINE_DESIGNS["deltanet"], bench=0.5)
+    references = [dataclasses.replace(_record(i, BASELINE_DESIGNS[n]), name=n)
+                  for i, n in ((2, "gated_deltanet"), (3, "linear_attention"))]  # fmt: skip
+    cognition = [
+        Retrieved(entry("Negative eigenvalues", "beta in (0, 2) lets the transition reflect"), 0.6),
+        Retrieved(entry("Output gating", "an output gate with SiLU"), 0.4),
+    ]
+    known = frozenset(LinearAttentionTask().design_key(d) for d in designs.values())
+    effects = {("conv", "k"): (-0.2, 3), ("rule", "gated_delta"): (0.1, 2)}
+    proposals = [
+        OfflineResearcher().propose(_context(parent, references=references, effects=effects,
+                                             cognition=cognition, seed=s, known=known))
+        for s in range(10)
+    ]  # fmt: skip
+    assert [p.name for p in proposals] == [
+        "decay-060d80", "gateddelta-f60a3b", "delta_outputgate-silu-291de2", "gateddelta-f60a3b",
+        "delta_headmix-true-f52a2a", "delta_beta-sigmoid2-a5afbf", "delta_conv-none-55ac3d",
+        "delta_outputgate-silu-291de2", "delta_featuremap-relu-33527c",
+        "delta_beta-sigmoid2-a5afbf",
+    ]  # fmt: skip
+    assert [o["evidence"] for p in proposals[:4] for o in p.idea_origins] == [
+        "exploratory draw",
+        "children that switched to rule=gated_delta changed fitness by +0.100 on average (n=2)",
+        "'Output gating' (similarity 0.40)",
+        "inherited from reference gated_deltanet, an evaluated design",
+    ]
+    assert proposals[3].motivation == (
+        "Builds on c1 (fitness 1.500, loss 1.0000, recall 0.500).\n"
+        "Its analysis: recall is weak\n"
+        "Change rule: delta -> gated_delta: a forget gate on top of delta-rule writes clears old "
+        "associations when the context moves on.\n"
+        "Idea rule=gated_delta from analysis: inherited from reference gated_deltanet, an "
+        "evaluated design.\n"
+        "(Proposed by the offline grammar researcher, not a language model.)"
+    )
+    assert proposals[3].design == canonical(Design(rule="gated_delta")).to_json()
 
 
 def test_offline_revise_repairs_instability_and_gives_up_otherwise():

@@ -16,12 +16,12 @@ import numpy as np
 import optax
 import pytest
 
-from asi_jax.agents.base import Record, ResearchContext
+from asi_jax.agents.base import Record, ResearchContext, component_effects
 from asi_jax.candidates.policy import check_source
-from asi_jax.cognition.entries import load_jsonl
+from asi_jax.cognition.entries import CognitionEntry, load_jsonl
 from asi_jax.cognition.store import Retrieved
 from asi_jax.tasks import get_task
-from asi_jax.tasks.optimizer import agents, grammar
+from asi_jax.tasks.optimizer import grammar
 from asi_jax.tasks.optimizer.checker import CheckConfig, check_optimizer
 from asi_jax.tasks.optimizer.contract import OPTIMIZER
 from asi_jax.train.config import OptimConfig
@@ -302,6 +302,46 @@ def test_the_researcher_proposes_a_novel_design_with_origins():
     assert "cognition" in origins, origins
 
 
+def test_the_researcher_proposals_are_pinned():
+    """The same context and seed give the same proposal as before the search moved into
+    agents.grammar_search."""
+    researcher, _, _ = TASK.offline_agents()
+    parent = _record(1, grammar.BASELINE_DESIGNS["adamw"], name="adamw", loss=3.0,
+                     benchmark=0.3, fitness=0.5)  # fmt: skip
+    entries = [CognitionEntry("Muon", "", "orthogonalised momentum by Newton-Schulz", "", "", "",
+                              ""), CognitionEntry("LAMB", "", "a layer-wise trust ratio", "", "",
+                                                  "", "")]  # fmt: skip
+    context = ResearchContext(
+        parent=parent, references=[_record(2, grammar.BASELINE_DESIGNS["lion"], name="lion")],
+        cognition=[Retrieved(entries[0], 0.9), Retrieved(entries[1], 0.8)],
+        problem_summary="slow convergence", lessons=[],
+        component_effects={("clip", "rms"): (0.05, 3)},
+        known_designs=frozenset(TASK.design_key(d) for d in grammar.BASELINE_DESIGNS.values()),
+        seed=0,
+    )  # fmt: skip
+    proposals = [researcher.propose(dataclasses.replace(context, seed=s)) for s in range(8)]
+    assert [p.name for p in proposals] == [
+        "factored-a62e0c", "orthogonal-f4b35c", "adam_trustratio-true-b85327",
+        "sign_lrscale-0.3-f62d62", "adam_lrscale-3.0-90a7f5", "adam_beta2-0.999-abbdc5",
+        "orthogonal-f4b35c", "adam_trustratio-true-b85327",
+    ]  # fmt: skip
+    assert [o["evidence"] for p in proposals[:4] for o in p.idea_origins] == [
+        "exploratory draw", "'Muon' (similarity 0.90)", "'LAMB' (similarity 0.80)",
+        "inherited from lion, an evaluated design", "inherited from lion, an evaluated design",
+    ]  # fmt: skip
+    assert proposals[3].motivation == (
+        "Builds on adamw (fitness 0.500, loss 3.0000, accuracy 0.300).\n"
+        "Its analysis: slow convergence\n"
+        "Change direction: adam -> sign: the sign gives every coordinate the same step size, "
+        "with one state tensor (Lion).\n"
+        "Change lr_scale: 1.0 -> 0.3: a 0.3x learning rate, for updates of larger RMS.\n"
+        "Idea direction=sign from analysis: inherited from lion, an evaluated design.\n"
+        "Idea lr_scale=0.3 from analysis: inherited from lion, an evaluated design.\n"
+        "(Proposed by the offline optimizer grammar researcher, not a language model.)"
+    )
+    assert proposals[3].design == grammar.canonical({"direction": "sign", "lr_scale": 0.3})
+
+
 def test_the_researcher_revises_a_diverging_design():
     researcher, _, _ = TASK.offline_agents()
     source = grammar.render({"direction": "sgd", "lr_scale": 3.0})
@@ -324,7 +364,7 @@ def test_the_analyser_and_judge():
     assert "diverges" in analyser.analyse(failed, parent, [child]).problem_summary
     score, rationale = judge.judge(child, nearest_similarity=0.5, population=[parent, child])
     assert 1.0 <= score <= 10.0 and "2 component" in rationale
-    effects = agents.component_effects([parent, child, failed])
+    effects = component_effects([parent, child, failed], TASK.design_changes)
     assert effects[("direction", "sign")] == (pytest.approx((-0.1 - 1.0) / 2), 2)
 
 

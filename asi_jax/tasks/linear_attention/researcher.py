@@ -1,29 +1,27 @@
 """The offline researcher: mutates and recombines designs in the mixer grammar.
 
-Not an AI. It chooses a change to the parent by weighing every admissible single-component
-change with (a) the cognition entries retrieved for the parent's problem summary (an entry
-whose text names the option, e.g. "output gate" or "negative eigenvalues", votes for it with
-its similarity score), and (b) the analyser's statistics of what such changes did before
-(mean fitness change of children that switched to the option). With some probability it
-recombines the parent with a reference instead. Its motivation says which of the three
-origins each idea had: cognition (with the entry), analysis (with the figure), or original
-(an exploratory draw with no support).
+Not an AI. The search is `asi_jax.agents.grammar_search`'s: it weighs every admissible
+single-component change with (a) the cognition entries retrieved for the parent's problem
+summary (an entry whose text names the option, e.g. "output gate" or "negative
+eigenvalues", votes for it with its similarity score), and (b) the analyser's statistics of
+what such changes did before; sometimes it recombines the parent with a reference instead,
+and its motivation says where each idea came from (cognition, analysis, original). This
+module gives it the mixer grammar (`GRAMMAR`, on JSON designs), the keywords and
+rationales, and repairs unstable designs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
-from asi_jax.agents.base import Proposal, ResearchContext
+from asi_jax.agents.grammar_search import Grammar, GrammarResearcher, SearchConfig, Wording
 from asi_jax.tasks.linear_attention.grammar import (
     OPTIONS,
     Design,
     canonical,
     design_from_source,
-    differences,
     render,
     short_name,
 )
@@ -104,137 +102,35 @@ RATIONALE: dict[tuple[str, Any], str] = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class OfflineResearcherConfig:
-    recombine_probability: float = 0.25
-    cognition_weight: float = 3.0  # log-odds per unit of retrieval similarity
-    analysis_weight: float = 10.0  # log-odds per unit of mean fitness change
-    two_changes_probability: float = 0.2
-    max_draws: int = 50  # attempts at a design not proposed before
+def _canonical(design: Mapping[str, Any]) -> dict[str, Any]:
+    return canonical(Design.from_json(dict(design))).to_json()
 
 
-def supports(entry_text: str, option: tuple[str, Any]) -> bool:
-    text = entry_text.lower()
-    groups = KEYWORDS.get(option, ())
-    return bool(groups) and all(any(word in text for word in group) for group in groups)
+def _name(design: dict[str, Any]) -> str:
+    d = Design.from_json(design)
+    return f"{short_name(d)}-{d.key()[:6]}"
 
 
-def _entry_text(retrieved) -> str:
-    e = retrieved.entry
-    return " ".join([e.title, e.design_insight, e.algorithmic_innovation,
-                     e.implementation_guidance])  # fmt: skip
+def _render(design: dict[str, Any], *, docstring: str = "") -> str:
+    return render(Design.from_json(design), docstring=docstring)
 
 
-class OfflineResearcher:
+# The mixer grammar on JSON designs, for the grammar-generic agents (judge and analyser too).
+GRAMMAR = Grammar(OPTIONS, _canonical, key=lambda d: Design.from_json(d).key(), name=_name,
+                  render=_render)  # fmt: skip
+WORDING = Wording(KEYWORDS, RATIONALE, benchmark="recall", signature="offline grammar researcher",
+                  inherited="inherited from reference {name}, an evaluated design")  # fmt: skip
+CONFIG = SearchConfig()
+
+
+class OfflineResearcher(GrammarResearcher):
     """The grammar researcher (offline, no LLM). See the module docstring."""
 
     name = "offline-grammar-researcher"
     needs_design = True  # it mutates the parent's design: the controller offers no other
 
-    def __init__(self, config: OfflineResearcherConfig = OfflineResearcherConfig()):
-        self.config = config
-
-    # -- choosing changes ---------------------------------------------------------------
-    def _weigh(self, parent: Design, context: ResearchContext):
-        """Every admissible single change with its log-odds and the evidence for it."""
-        changes = []
-        for field, options in OPTIONS.items():
-            for value in options:
-                child = canonical(dataclasses.replace(parent, **{field: value}))
-                if child == parent or not differences(parent, child).get(field):
-                    continue
-                logit, evidence = 0.0, []
-                for r in context.cognition:
-                    if supports(_entry_text(r), (field, value)):
-                        logit += self.config.cognition_weight * max(r.score, 0.0)
-                        evidence.append(("cognition", f"'{r.entry.title}' (similarity "
-                                                      f"{r.score:.2f})"))  # fmt: skip
-                effect = context.component_effects.get((field, value))
-                if effect is not None:
-                    mean, count = effect
-                    logit += self.config.analysis_weight * mean
-                    evidence.append(("analysis", f"children that switched to {field}={value} "
-                                                 f"changed fitness by {mean:+.3f} on average "
-                                                 f"(n={count})"))  # fmt: skip
-                changes.append(((field, value), logit, evidence))
-        return changes
-
-    def _mutate(self, parent: Design, context: ResearchContext, rng: np.random.Generator):
-        changes = self._weigh(parent, context)
-        logits = np.array([c[1] for c in changes])
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        count = 2 if rng.random() < self.config.two_changes_probability else 1
-        picks = rng.choice(len(changes), size=min(count, len(changes)), replace=False, p=probs)
-        child, origins = parent, []
-        for i in picks:
-            (field, value), _, evidence = changes[int(i)]
-            child = canonical(dataclasses.replace(child, **{field: value}))
-            origins.append(self._origin(field, value, evidence))
-        return child, origins
-
-    @staticmethod
-    def _origin(field: str, value, evidence) -> dict[str, str]:
-        idea = f"{field}={value}"
-        if not evidence:
-            return {"idea": idea, "origin": "original", "evidence": "exploratory draw"}
-        # the strongest kind first: cognition when an entry supported it, else analysis
-        kinds = [k for k, _ in evidence]
-        origin = "cognition" if "cognition" in kinds else "analysis"
-        return {"idea": idea, "origin": origin, "evidence": "; ".join(t for _, t in evidence)}
-
-    def _recombine(self, parent: Design, other: Design, other_name: str,
-                   rng: np.random.Generator):  # fmt: skip
-        diff = list(differences(parent, other))
-        if not diff:
-            return None, []
-        take = [f for f in diff if rng.random() < 0.5] or [diff[int(rng.integers(len(diff)))]]
-        child = canonical(dataclasses.replace(parent, **{f: getattr(other, f) for f in take}))
-        origins = [{"idea": f"{f}={getattr(other, f)}", "origin": "analysis",
-                    "evidence": f"inherited from reference {other_name}, an evaluated design"}
-                   for f in take if getattr(child, f) == getattr(other, f)]  # fmt: skip
-        return child, origins
-
-    # -- the role ---------------------------------------------------------------------------
-    def propose(self, context: ResearchContext) -> Proposal:
-        rng = np.random.default_rng(context.seed)
-        if not context.parent.design:
-            raise ValueError(f"the parent {context.parent.name} has no design in the mixer "
-                             "grammar to build on")  # fmt: skip
-        parent_design = canonical(Design.from_json(context.parent.design))
-        references = [r for r in context.references if r.design]
-        child, origins = None, []
-        for _ in range(self.config.max_draws):
-            if references and rng.random() < self.config.recombine_probability:
-                ref = references[int(rng.integers(len(references)))]
-                child, origins = self._recombine(
-                    parent_design, canonical(Design.from_json(ref.design)), ref.name, rng
-                )
-            else:
-                child, origins = self._mutate(parent_design, context, rng)
-            if child is not None and child.key() not in context.known_designs:
-                break
-        if child is None:
-            child, origins = self._mutate(parent_design, context, rng)
-        motivation = self._motivation(child, parent_design, origins, context)
-        name = f"{short_name(child)}-{child.key()[:6]}"
-        return Proposal(name, motivation, render(child, docstring=motivation),
-                        child.to_json(), origins)  # fmt: skip
-
-    def _motivation(self, child: Design, parent: Design, origins, context) -> str:
-        p = context.parent
-        figures = (f"fitness {p.fitness:.3f}, loss {p.loss:.4f}, recall {p.benchmark:.3f}"
-                   if p.fitness is not None else "not yet scored")  # fmt: skip
-        lines = [f"Builds on {p.name} ({figures})."]
-        if context.problem_summary:
-            lines.append(f"Its analysis: {context.problem_summary}")
-        for field, (old, new) in differences(parent, child).items():
-            why = RATIONALE.get((field, new), "")
-            lines.append(f"Change {field}: {old} -> {new}: {why}.")
-        for o in origins:
-            lines.append(f"Idea {o['idea']} from {o['origin']}: {o['evidence']}.")
-        lines.append("(Proposed by the offline grammar researcher, not a language model.)")
-        return "\n".join(lines)
+    def __init__(self, config: SearchConfig = CONFIG):
+        super().__init__(GRAMMAR, WORDING, config)
 
     def revise(self, source: str, error: str) -> str | None:
         """Repairs what the grammar can repair: a non-finite or diverging run gets the stable

@@ -11,24 +11,30 @@ idea came from. The analyser describes an evaluation in the cognition entries' v
 retrieves with. The judge scores novelty from the motivation's similarity and the design's
 distance to the nearest earlier one.
 
-The search logic (weighing, sampling, recombining, origins) is grammar-agnostic: it reads
-the grammar only through `OPTIONS`, `canonical`, `differences` and `render`.
+The search, the judge's score and the analyser's parent and sibling comparisons are
+`asi_jax.agents.grammar_search`'s; this module gives them the optimizer grammar
+(`GRAMMAR`), its keywords, rationales and failure vocabulary.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from asi_jax.agents.base import Analysis, Proposal, Record, ResearchContext
+from asi_jax.agents.base import Analysis, Record
+from asi_jax.agents.grammar_search import (
+    Grammar,
+    GrammarAnalyser,
+    GrammarResearcher,
+    SearchConfig,
+    Wording,
+    compare_with_parent,
+    novelty_judgement,
+    siblings_line,
+)
 from asi_jax.tasks.optimizer import grammar
-from asi_jax.tasks.optimizer.grammar import BASELINE_DESIGNS, OPTIONS, canonical, differences
+from asi_jax.tasks.optimizer.grammar import BASELINE_DESIGNS, OPTIONS, canonical
 
 # Words that, found in a cognition entry, support an option: every group must match.
 KEYWORDS: dict[tuple[str, Any], tuple[tuple[str, ...], ...]] = {
@@ -99,134 +105,26 @@ RATIONALE: dict[tuple[str, Any], str] = {
 }
 
 
-def supports(text: str, option: tuple[str, Any]) -> bool:
-    """Whether an entry's `text` names `option` (every keyword group matches)."""
-    text = text.lower()
-    groups = KEYWORDS.get(option, ())
-    return bool(groups) and all(any(word in text for word in group) for group in groups)
+def _name(design: dict[str, Any]) -> str:
+    return f"{grammar.short_name(design)}-{grammar.key(design)[:6]}"
 
 
-def _entry_text(retrieved) -> str:
-    e = retrieved.entry
-    return " ".join([e.title, e.design_insight, e.algorithmic_innovation,
-                     e.implementation_guidance])  # fmt: skip
+# The optimizer grammar for the grammar-generic agents; key = OptimizerTask.design_key.
+GRAMMAR = Grammar(OPTIONS, canonical, key=lambda d: json.dumps(d, sort_keys=True), name=_name,
+                  render=grammar.render)  # fmt: skip
+WORDING = Wording(KEYWORDS, RATIONALE, benchmark="accuracy",
+                  signature="offline optimizer grammar researcher")  # fmt: skip
+CONFIG = SearchConfig(two_changes_probability=0.25, max_draws=60)
 
 
-def _design_of(record: Record | None) -> dict[str, Any] | None:
-    if record is None or not record.design:
-        return None
-    try:
-        return canonical(record.design)
-    except ValueError:  # a design outside the grammar (an LLM's)
-        return None
-
-
-def _key(design: Mapping[str, Any]) -> str:
-    return json.dumps(canonical(design), sort_keys=True)  # = OptimizerTask.design_key
-
-
-@dataclasses.dataclass(frozen=True)
-class ResearcherConfig:
-    recombine_probability: float = 0.25
-    cognition_weight: float = 3.0  # log-odds per unit of retrieval similarity
-    analysis_weight: float = 10.0  # log-odds per unit of mean fitness change
-    two_changes_probability: float = 0.25
-    max_draws: int = 60  # attempts at a design not proposed before
-
-
-class OptimizerResearcher:
-    """The grammar researcher for optimizers (offline, no LLM)."""
+class OptimizerResearcher(GrammarResearcher):
+    """The grammar researcher for optimizers (offline, no LLM); a parent without a design
+    in the grammar is built on as AdamW."""
 
     name = "offline-optimizer-grammar-researcher"
 
-    def __init__(self, config: ResearcherConfig = ResearcherConfig()):
-        self.config = config
-
-    def _weigh(self, parent: dict, context: ResearchContext) -> list:
-        """Every single change of `parent` with its log-odds and the evidence for it."""
-        changes = []
-        for field, options in OPTIONS.items():
-            for value in options:
-                if field not in differences(parent, {**parent, field: value}):
-                    continue  # no change, or one the canonical form undoes
-                logit, evidence = 0.0, []
-                for r in context.cognition:
-                    if supports(_entry_text(r), (field, value)):
-                        logit += self.config.cognition_weight * max(r.score, 0.0)
-                        evidence.append(("cognition", f"'{r.entry.title}' (similarity "
-                                                      f"{r.score:.2f})"))  # fmt: skip
-                effect = context.component_effects.get((field, value))
-                if effect is not None:
-                    mean, count = effect
-                    logit += self.config.analysis_weight * mean
-                    evidence.append(("analysis", f"children that switched to {field}={value} "
-                                                 f"changed fitness by {mean:+.3f} on average "
-                                                 f"(n={count})"))  # fmt: skip
-                changes.append(((field, value), logit, evidence))
-        return changes
-
-    def _mutate(self, parent: dict, context: ResearchContext, rng: np.random.Generator):
-        changes = self._weigh(parent, context)
-        logits = np.array([c[1] for c in changes])
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        count = 2 if rng.random() < self.config.two_changes_probability else 1
-        picks = rng.choice(len(changes), size=min(count, len(changes)), replace=False, p=probs)
-        child, origins = dict(parent), []
-        for i in picks:
-            (field, value), _, evidence = changes[int(i)]
-            child = canonical({**child, field: value})
-            origins.append(_origin(field, value, evidence))
-        return child, origins
-
-    def _recombine(self, parent: dict, other: dict, other_name: str,
-                   rng: np.random.Generator):  # fmt: skip
-        diff = list(differences(parent, other))
-        if not diff:
-            return None, []
-        take = [f for f in diff if rng.random() < 0.5] or [diff[int(rng.integers(len(diff)))]]
-        child = canonical({**parent, **{f: other[f] for f in take}})
-        origins = [{"idea": f"{f}={other[f]}", "origin": "analysis",
-                    "evidence": f"inherited from {other_name}, an evaluated design"}
-                   for f in take if child[f] == other[f]]  # fmt: skip
-        return child, origins
-
-    def propose(self, context: ResearchContext) -> Proposal:
-        rng = np.random.default_rng(context.seed)
-        parent = _design_of(context.parent) or dict(BASELINE_DESIGNS["adamw"])
-        references = [(r.name, d) for r in context.references if (d := _design_of(r))]
-        child, origins = None, []
-        for _ in range(self.config.max_draws):
-            if references and rng.random() < self.config.recombine_probability:
-                name, other = references[int(rng.integers(len(references)))]
-                child, origins = self._recombine(parent, other, name, rng)
-            else:
-                child, origins = self._mutate(parent, context, rng)
-            if child is not None and _key(child) not in context.known_designs:
-                break
-        if child is None:
-            child, origins = self._mutate(parent, context, rng)
-        motivation = self._motivation(child, parent, origins, context)
-        name = f"{grammar.short_name(child)}-{grammar.key(child)[:6]}"
-        return Proposal(name, motivation, grammar.render(child, docstring=motivation),
-                        child, origins)  # fmt: skip
-
-    @staticmethod
-    def _motivation(child: dict, parent: dict, origins, context: ResearchContext) -> str:
-        p = context.parent
-        figures = (f"fitness {p.fitness:.3f}, loss {p.loss:.4f}, accuracy {p.benchmark:.3f}"
-                   if p.fitness is not None and p.loss is not None and p.benchmark is not None
-                   else "not yet scored")  # fmt: skip
-        lines = [f"Builds on {p.name} ({figures})."]
-        if context.problem_summary:
-            lines.append(f"Its analysis: {context.problem_summary}")
-        for field, (old, new) in differences(parent, child).items():
-            lines.append(f"Change {field}: {old} -> {new}: {RATIONALE.get((field, new), '')}.")
-        for o in origins:
-            lines.append(f"Idea {o['idea']} from {o['origin']}: {o['evidence']}.")
-        lines.append("(Proposed by the offline optimizer grammar researcher, not a language "
-                     "model.)")  # fmt: skip
-        return "\n".join(lines)
+    def __init__(self, config: SearchConfig = CONFIG):
+        super().__init__(GRAMMAR, WORDING, config, fallback=dict(BASELINE_DESIGNS["adamw"]))
 
     def revise(self, source: str, error: str) -> str | None:
         """Repairs what the grammar can: a diverging or non-finite run gets update clipping,
@@ -252,14 +150,6 @@ class OptimizerResearcher:
             else ""  # fmt: skip
         cause = error.strip().splitlines()[0][:200]
         return grammar.render(safer, docstring=f"{doc}\nRevised after: {cause}")
-
-
-def _origin(field: str, value, evidence) -> dict[str, str]:
-    idea = f"{field}={value}"
-    if not evidence:
-        return {"idea": idea, "origin": "original", "evidence": "exploratory draw"}
-    origin = "cognition" if any(k == "cognition" for k, _ in evidence) else "analysis"
-    return {"idea": idea, "origin": origin, "evidence": "; ".join(t for _, t in evidence)}
 
 
 # ------------------------------------------------------------------------------------------
@@ -291,24 +181,16 @@ def _train_figures(record: Record) -> dict[str, float]:
     return {k: float(v) for k, v in final.items() if isinstance(v, (int, float))}
 
 
-class OptimizerAnalyser:
+class OptimizerAnalyser(GrammarAnalyser):
     """Statistics of an optimizer's run against its parent's and its siblings'."""
 
     name = "offline-optimizer-statistics-analyser"
+    grammar = GRAMMAR
+    failure_summaries = FAILURE_SUMMARIES
+    failure_default = "the optimizer failed"
 
-    def analyse(self, record: Record, parent: Record | None,
-                siblings: Sequence[Record]) -> Analysis:  # fmt: skip
-        own, base = _design_of(record), _design_of(parent)
-        changes = differences(base, own) if own and base else {}
-        described = ", ".join(f"{f} {a}->{b}" for f, (a, b) in changes.items()) or "no change"
-        if record.status != "evaluated":
-            stage = record.failure_stage or "sandbox"
-            reason = (record.failure_reason or "").strip().splitlines()
-            report = (f"{record.name} failed at stage '{stage}' after changes [{described}]: "
-                      f"{reason[-1] if reason else 'no reason given'}")  # fmt: skip
-            lesson = f"{described} on {parent.name}: failed at {stage}" if parent else None
-            return Analysis(report, FAILURE_SUMMARIES.get(stage, "the optimizer failed"), lesson)
-
+    def evaluated(self, record: Record, parent: Record | None, siblings: Sequence[Record],
+                  described: str) -> Analysis:  # fmt: skip
         fitness = f", fitness {record.fitness:.3f}" if record.fitness is not None else ""
         lines = [f"{record.name}: held-out loss {record.loss:.4f}, accuracy "
                  f"{record.benchmark:.3f}{fitness}"]  # fmt: skip
@@ -324,26 +206,14 @@ class OptimizerAnalyser:
         if train.get("grad_norm", 0.0) > 5.0:
             problems.append(f"large gradient norm at the end ({train['grad_norm']:.1f}): "
                             "unstable updates, loss spikes")  # fmt: skip
-        if parent is not None and parent.status == "evaluated" and parent.loss is not None:
-            d_loss = record.loss - parent.loss
-            d_acc = record.benchmark - (parent.benchmark or 0.0)
-            d_fit = (record.fitness - parent.fitness if record.fitness is not None
-                     and parent.fitness is not None else None)  # fmt: skip
-            lines.append(f"vs parent {parent.name} [{described}]: loss {d_loss:+.4f}, "
-                         f"accuracy {d_acc:+.3f}"
-                         + (f", fitness {d_fit:+.3f}" if d_fit is not None else ""))  # fmt: skip
-            verdict = ("helped" if d_loss < 0 and d_acc >= 0 else "hurt" if d_loss > 0 and
-                       d_acc <= 0 else "traded loss against accuracy")  # fmt: skip
-            lesson = (f"{described} on {parent.name} {verdict}: loss {d_loss:+.4f}, accuracy "
-                      f"{d_acc:+.3f}")  # fmt: skip
-            if d_loss > 0:
+        if vs := compare_with_parent(record, parent, described, "accuracy"):
+            lines.append(vs.line)
+            lesson = vs.lesson
+            if vs.d_loss > 0:
                 problems.append(f"slow convergence: the loss falls more slowly than the "
                                 f"parent's after {described}")  # fmt: skip
-        done = [s for s in siblings if s.status == "evaluated" and s.id != record.id]
-        if done:
-            better = sum(1 for s in done if s.fitness is not None and record.fitness is not None
-                         and s.fitness > record.fitness)  # fmt: skip
-            lines.append(f"{better} of {len(done)} evaluated siblings scored higher")
+        if better := siblings_line(record, siblings):
+            lines.append(better)
         if record.fitness is not None and record.fitness < 0.5 and not problems:
             problems.append("slow convergence: the loss falls more slowly than AdamW's; "
                             "a better-conditioned or larger step may help")  # fmt: skip
@@ -353,43 +223,16 @@ class OptimizerAnalyser:
         return Analysis("\n".join(lines), "; ".join(problems), lesson)
 
 
-def component_effects(records: Sequence[Record]) -> dict[tuple[str, Any], tuple[float, int]]:
-    """(component, new option) -> (mean fitness change parent -> child, count), over children
-    of scored parents; a failed child counts as -1."""
-    by_id = {r.id: r for r in records}
-    totals: dict[tuple[str, Any], list[float]] = defaultdict(list)
-    for r in records:
-        parent = by_id.get(r.parent_id) if r.parent_id is not None else None
-        if parent is None or parent.fitness is None or r.status == "pending":
-            continue
-        own, base = _design_of(r), _design_of(parent)
-        if own is None or base is None:
-            continue
-        delta = (r.fitness - parent.fitness) if r.fitness is not None else -1.0
-        for field, (_, new) in differences(base, own).items():
-            totals[(field, new)].append(delta)
-    return {k: (sum(v) / len(v), len(v)) for k, v in totals.items()}
-
-
 # ------------------------------------------------------------------------------------------
 # The judge.
 
 
 class OptimizerJudge:
-    """score = 1 + 9 * (0.5 * (1 - s) + 0.5 * min(1, h / 3)): s the motivation's similarity
-    to the nearest earlier one, h the components in which the design differs from the
-    nearest earlier design. It cannot judge soundness; an LLM judge can."""
+    """The offline novelty judge on the optimizer grammar (`novelty_judgement`). It cannot
+    judge soundness; an LLM judge can."""
 
     name = "offline-optimizer-novelty-judge"
 
     def judge(self, record: Record, *, nearest_similarity: float,
               population: Sequence[Record]) -> tuple[float, str]:  # fmt: skip
-        own = _design_of(record)
-        others = [d for r in population if r.id != record.id and (d := _design_of(r))]
-        distance = min((len(differences(own, d)) for d in others), default=3) if own else 3
-        similarity = nearest_similarity if math.isfinite(nearest_similarity) else 0.0
-        text_novelty = 1.0 - max(0.0, min(1.0, similarity))
-        score = 1.0 + 9.0 * (0.5 * text_novelty + 0.5 * min(1.0, distance / 3))
-        return score, (f"offline novelty: motivation similarity {similarity:.2f} to the "
-                       f"nearest earlier one, {distance} component(s) from the nearest "
-                       "design")  # fmt: skip
+        return novelty_judgement(GRAMMAR, record, nearest_similarity, population)
