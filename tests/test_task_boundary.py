@@ -149,3 +149,38 @@ def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_leaderboard(finished
                             "GROUP BY candidate_id, stage)").fetchone()[0]  # fmt: skip
     assert counts == 1
     assert json.loads((workdir / "leaderboard.json").read_text())["run"]["state"] == "finished"
+
+
+@pytest.mark.slow
+def test_the_optimizer_quickstart_resumes_after_kill_9(tmp_path):
+    """The second task through scripts/evolve.py, shrunk: kill -9 once the reference (AdamW)
+    has finished, then the same command finishes the run without repeating it."""
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, str(root / "scripts" / "evolve.py"),
+               f"--config={root / 'configs' / 'quickstart_optimizer.py'}",
+               f"--workdir={tmp_path / 'run'}", "--config.budget.candidates=2",
+               "--config.baselines=('adamw','lion')", "--config.verify.promote=0",
+               "--config.explore.train.steps=20", "--config.workers=1"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)  # fmt: skip
+    workdir, deadline = tmp_path / "run", time.monotonic() + 600
+    while _finished_evaluations(workdir) < 1 and process.poll() is None:
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.2)
+    assert process.poll() is None, process.stderr.read().decode()[-2000:]
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    with sqlite3.connect(workdir / DATABASE) as db:
+        (adamw_finished,) = db.execute("SELECT finished_at FROM evaluations WHERE "
+                                       "status != 'pending'").fetchone()  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    board = json.loads((workdir / "leaderboard.json").read_text())
+    assert board["task"] == "optimizer" and board["run"]["state"] == "finished"
+    assert board["explore"]["evaluated"] + board["explore"]["failed"] == 2 + 2
+    adamw = next(r for r in board["explore"]["ranking"] if r["name"] == "adamw")
+    assert adamw["status"] == "evaluated" and adamw["fitness"] is not None
+    with sqlite3.connect(workdir / DATABASE) as db:
+        row = db.execute("SELECT e.finished_at FROM evaluations e JOIN candidates c ON "
+                         "c.id = e.candidate_id WHERE c.name = 'adamw'").fetchone()  # fmt: skip
+    assert row[0] == adamw_finished  # finished before the kill: not run again
