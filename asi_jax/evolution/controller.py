@@ -52,10 +52,9 @@ from asi_jax.cognition.embedders import make_embedder
 from asi_jax.cognition.entries import ingest_asi_arch, load_jsonl, unique
 from asi_jax.cognition.index import IndexConfig
 from asi_jax.cognition.store import CognitionStore
-from asi_jax.evolution import islands, report, state
+from asi_jax.evolution import fitness, islands, report, state
 from asi_jax.evolution.config import EvolutionConfig
 from asi_jax.evolution.db import Database
-from asi_jax.evolution.fitness import fitness
 from asi_jax.evolution.novelty import NoveltyIndex
 from asi_jax.evolution.sampling import sample
 from asi_jax.provenance import environment_record
@@ -447,16 +446,8 @@ class Controller:
             if r.status == "pending" or r.fitness is not None:
                 continue
             judgement = self.db.judgement(r.id)
-            f = fitness(
-                loss=r.loss if r.loss is not None else math.inf,
-                baseline_loss=reference.loss,
-                benchmark=r.benchmark if r.benchmark is not None else -math.inf,
-                baseline_benchmark=max(reference.benchmark, 1e-9),
-                judge_score=judgement["score"] if judgement else 1.0,
-                config=self.config.fitness,
-            )
-            if r.status == "failed":  # a failed run earns nothing but is ranked, at the bottom
-                f = dataclasses.replace(f, total=0.0)
+            f = fitness.score(r, reference, judgement["score"] if judgement else 1.0,
+                              self.config.fitness)  # fmt: skip
             self.db.set_score(r.id, stage, f.total, f.terms)
 
     def _analyse(self, candidate_id: int) -> None:

@@ -9,14 +9,19 @@ with k = 6 and scale = 0.1 (a 10% relative gain saturates the term), each term i
 judge the judge's score on 1-10. Baselines come from the baseline runs of the same stage.
 Which figures are "loss" and "benchmark" is the task's (`Task.loss`, `Task.benchmark`).
 
-A new term is added here alone: its weight in `FitnessConfig`, its value in `fitness`, its
-name in `Fitness.terms`; the database stores terms by name and the leaderboard prints them.
+A new term is added here alone: its weight in `FitnessConfig`, its value in `score` (which
+sees both evaluations' records, their training results included), its name in
+`Fitness.terms`; the database stores terms by name and the leaderboard prints them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from asi_jax.agents.base import Record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,3 +88,18 @@ def fitness(
         + config.judge_weight * judge_term
     )
     return Fitness(loss_term, benchmark_term, judge_term, total)
+
+
+def score(record: Record, reference: Record, judge_score: float,
+          config: FitnessConfig = FitnessConfig()) -> Fitness:  # fmt: skip
+    """The fitness of an evaluated or failed `record` against the stage's `reference`
+    baseline: a failed run earns nothing (total 0) but keeps its terms for the record."""
+    f = fitness(
+        loss=record.loss if record.loss is not None else math.inf,
+        baseline_loss=reference.loss,
+        benchmark=record.benchmark if record.benchmark is not None else -math.inf,
+        baseline_benchmark=max(reference.benchmark, 1e-9),
+        judge_score=judge_score,
+        config=config,
+    )
+    return dataclasses.replace(f, total=0.0) if record.status == "failed" else f
