@@ -2,19 +2,20 @@
 
     task = get_task("linear_attention")
 
-A task registers itself when its package is imported; `get_task` imports the built-in
-packages on first use. A test (or a user's script) registers its own with `register`.
+A task registers itself when its package is imported; `get_task` imports every package in
+this folder on first use, so a new task is one new folder. A task defined elsewhere (a test's
+or a user's file) registers when its module is imported, with `register`.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from asi_jax.tasks.base import Baseline, Figure, Figures, Task
 
 __all__ = ["Baseline", "Figure", "Figures", "Task", "get_task", "names", "register"]
 
-_BUILT_IN = ("linear_attention", "optimizer")
 _REGISTRY: dict[str, type[Task]] = {}
 
 
@@ -29,8 +30,10 @@ def register(task: type[Task]) -> type[Task]:
 
 
 def _load_built_in() -> None:
-    for name in _BUILT_IN:
-        importlib.import_module(f"asi_jax.tasks.{name}")
+    """Imports the task packages in this folder (each registers its task)."""
+    for module in pkgutil.iter_modules(__path__):
+        if module.ispkg:
+            importlib.import_module(f"{__name__}.{module.name}")
 
 
 def names() -> list[str]:
