@@ -323,7 +323,8 @@ def test_a_harness_error_fails_one_candidate_not_the_run(tmp_path, monkeypatch):
     with Controller(from_config_dict({"baselines": ["deltanet"]}), tmp_path) as controller:
         monkeypatch.setattr(controller, "_evaluate", broken)
         engineer = controller.engineer_config("explore")
-        result = controller.evaluate({"code": "x", "name": "c", "id": 1}, "explore", engineer)
+        result = controller.evaluate({"code": "x", "name": "c", "id": 1}, "explore", engineer,
+                                     None)  # fmt: skip
     assert not result.ok and result.stage == "engineer" and "disk full" in result.reason
 
 
@@ -334,7 +335,7 @@ from asi_jax.candidates.engineer import Attempt, Result
 from asi_jax.evolution.config import from_config_dict
 from asi_jax.evolution.controller import Controller
 
-def fake_evaluate(self, candidate, stage, engineer):  # figures without a sandbox or training
+def fake_evaluate(self, candidate, stage, engineer, reviser):  # no sandbox, no training
     x = zlib.crc32(candidate["code"].encode()) % 1000 / 1000
     train = {"eval": {"heldout": {"loss": 1.0 + x, "accuracy": 0.5},
                       "mqar_kv2": {"loss": 1.0, "accuracy": x}}, "params": {"total": 1000}}

@@ -381,18 +381,22 @@ class Controller:
         error of the harness itself (not of the candidate) becomes a failed result too, so one
         bad evaluation cannot stop a long run. Raises `Cancelled` when the run is stopping."""
         try:
-            folder = report.folder(self.workdir, candidate, stage)
-            if folder.exists():  # an interrupted earlier try: start it again from nothing
-                shutil.rmtree(folder)
-            if candidate["kind"] == "baseline":
-                return run_candidate(candidate["code"], engineer, folder,
-                                     baseline=candidate["name"], cancel=self._cancel)  # fmt: skip
-            return revise(candidate["code"], reviser, engineer, folder, cancel=self._cancel)
+            return self._evaluate(candidate, stage, engineer, reviser)
         except Cancelled:
             raise
         except Exception as e:
             reason = "".join(traceback.format_exception(e))[-2000:]
             return Result(False, "engineer", reason, None, None, (), candidate["code"])
+
+    def _evaluate(self, candidate: dict, stage: str, engineer: EngineerConfig,
+                  reviser: Callable[[str, str], str | None]) -> Result:  # fmt: skip
+        folder = report.folder(self.workdir, candidate, stage)
+        if folder.exists():  # an interrupted earlier try: start it again from nothing
+            shutil.rmtree(folder)
+        if candidate["kind"] == "baseline":
+            return run_candidate(candidate["code"], engineer, folder, baseline=candidate["name"],
+                                 cancel=self._cancel)  # fmt: skip
+        return revise(candidate["code"], reviser, engineer, folder, cancel=self._cancel)
 
     # -- recording (controller thread) ---------------------------------------------------
     def record(self, candidate: dict, stage: str, result: Result) -> None:
