@@ -11,10 +11,12 @@ from flax import nnx
 from asi_jax.evolution.config import from_config_dict as evolution_config
 from asi_jax.models.lm import build_model, count_params
 from asi_jax.models.mixers import get_mixer
+from asi_jax.tasks import get_task
 from asi_jax.train.config import from_config_dict
 
 ALL_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
-EVOLUTION_CONFIGS = [p for p in ALL_CONFIGS if p.stem in ("quickstart", "evolve_text")]
+EVOLUTION = ("quickstart", "quickstart_optimizer", "evolve_text")
+EVOLUTION_CONFIGS = [p for p in ALL_CONFIGS if p.stem in EVOLUTION]
 CONFIGS = [p for p in ALL_CONFIGS if p not in EVOLUTION_CONFIGS]
 VARIANTS = {
     "tiny_cpu": ["mqar", "bytes"],
@@ -44,13 +46,15 @@ def test_config_converts(path, variant):
 
 def test_every_config_file_is_covered():
     assert {p.stem for p in CONFIGS} == set(VARIANTS)
-    assert [p.stem for p in EVOLUTION_CONFIGS] == ["evolve_text", "quickstart"]
+    assert [p.stem for p in EVOLUTION_CONFIGS] == [
+        "evolve_text", "quickstart", "quickstart_optimizer"]  # fmt: skip
 
 
 @pytest.mark.parametrize("path", EVOLUTION_CONFIGS, ids=lambda p: p.stem)
 def test_evolution_config_converts(path):
     config = evolution_config(_get_config(path, None))
     assert config.reference_baseline in config.baselines
+    assert isinstance(config.check, get_task(config.task).check_config)
     for stage in (config.explore, config.verify.experiment):
         assert stage.model.vocab_size == stage.data.vocab_size
 

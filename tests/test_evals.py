@@ -75,6 +75,7 @@ def test_a_checkpoint_reevaluated_gives_the_runs_own_figures(tmp_path):
     assert "gated_deltanet at step 10" in format_result(earlier)
 
 
+@pytest.mark.slow
 def test_bad_requests_fail_with_a_clear_message(tmp_path):
     run_dir = _mqar_run(tmp_path)
     with pytest.raises(ValueError, match=r"no checkpoint at step 7; it has \[10, 20\]"):
@@ -100,6 +101,7 @@ def test_bad_requests_fail_with_a_clear_message(tmp_path):
     assert result["eval"]["heldout"]["loss"] > 0
 
 
+@pytest.mark.slow
 def test_evaluate_script_on_a_trained_run(tmp_path):
     config = write_config_file(tmp_path / "config.py", tiny_dict(steps=5, checkpoint_every=5))
     run_dir = tmp_path / "run"

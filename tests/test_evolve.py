@@ -117,6 +117,7 @@ def _finished(workdir: Path) -> dict[int, float]:
                       "WHERE status != 'pending'"))  # fmt: skip
 
 
+@pytest.mark.slow
 def test_readme_run_command_one_run_per_workdir_kill_9_sigterm_and_resume(tmp_path):
     """The README's command shape with a relative workdir: a second start on the same
     workdir is refused and changes nothing; kill -9, then the same command resumes; SIGTERM

@@ -154,6 +154,7 @@ def test_chunk_matches_recurrent_bf16(op):
     chunk_size=st.sampled_from([4, 8, 16, 24, 64]),
     with_state=st.booleans(),
 )
+@pytest.mark.slow
 def test_chunk_matches_recurrent_any_shape(
     op, batch, seq_len, heads, key_dim, value_dim, chunk_size, with_state
 ):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 from asi_jax.evals.checkpoint import evaluate_run
 
@@ -39,6 +40,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_and_restore_on_one(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     code = _SCRIPT.format(tests=str(ROOT / "tests"), tmp=str(tmp_path))

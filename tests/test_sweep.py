@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from train_testing import tiny
 
 from asi_jax.evals.sweep import format_table, run_sweep
 
 
+@pytest.mark.slow
 def test_sweep_trains_each_pair_once_and_tabulates(tmp_path):
     base = tiny(steps=5, log_every=5)
     rows = run_sweep(base, ["linear_attention", "deltanet"], [0, 1], tmp_path, log=lambda _: None)
