@@ -19,6 +19,7 @@ None of it is an AI. Designs are JSON dicts here, canonical wherever the search 
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -233,7 +234,7 @@ def describe(changes: Mapping[str, tuple[Any, Any]]) -> str:
     return ", ".join(f"{f} {old}->{new}" for f, (old, new) in changes.items()) or "no change"
 
 
-class GrammarAnalyser:
+class GrammarAnalyser(abc.ABC):
     """The offline analyser's frame: a failed candidate's stage is read in the cognition
     entries' terms (so the researcher retrieves what addresses it); an evaluated one goes to
     the task's `evaluated`. Subclasses set the class attributes."""
@@ -254,10 +255,10 @@ class GrammarAnalyser:
         lesson = f"{described} on {parent.name}: failed at {stage}" if parent else None
         return Analysis(report, self.failure_summaries.get(stage, self.failure_default), lesson)
 
+    @abc.abstractmethod
     def evaluated(self, record: Record, parent: Record | None, siblings: Sequence[Record],
                   described: str) -> Analysis:  # fmt: skip
         """The analysis of an evaluated candidate; `described` says what it changed."""
-        raise NotImplementedError
 
 
 class ParentComparison(NamedTuple):
