@@ -6,8 +6,8 @@
 `configs/explore_20m.py:mqar` trains on MQAR (T=512, 32 key-value pairs) instead of text.
 The default text corpus is the standard-library sources (about 2 MB): fine for comparing
 mixers at equal steps, small for a 20M model; point `--config.data.files` at your own text
-or JSONL for real language modelling. bf16 compute, float32 parameters. Not yet timed on an
-accelerator here: see BENCHMARKS.md.
+or JSONL for real language modelling. bf16 compute, float32 parameters. On one H200 it
+trains at 448k tokens/s (MFU 5.6%) with the chunked kernels: see BENCHMARKS.md.
 """
 
 from ml_collections import config_dict

@@ -9,10 +9,12 @@ See `pallas_kernels.ops` for the conventions shared by all five ops.
 from pallas_kernels.ops import (
     IMPLS,
     Impl,
+    default_impl,
     delta_rule,
     gated_delta_rule,
     gla,
     linear_attention,
+    resolve_impl,
     simple_gla,
 )
 
@@ -38,9 +40,11 @@ __all__ = [
     "OPS",
     "OP_EXTRA_ARGS",
     "Impl",
+    "default_impl",
     "delta_rule",
     "gated_delta_rule",
     "gla",
     "linear_attention",
+    "resolve_impl",
     "simple_gla",
 ]

@@ -69,6 +69,9 @@ class Timing:
     tokens_per_second: float
     nominal_flops: float
     flops_per_second: float
+    # ||out - ref|| / ||ref|| against the float32 recurrence on the same inputs (the largest
+    # over the gradients in fwd_bwd); None when not checked.
+    relative_error: float | None = None
 
 
 def nominal_flops(op: str, shape: Shape, *, backward: bool) -> float:
@@ -100,6 +103,30 @@ def jax_callable(op: str, impl: str, mode: str, chunk_size: int | None) -> Calla
     return jax.jit(jax.grad(loss, argnums=tuple(range(3 + len(pk.OP_EXTRA_ARGS[op])))))
 
 
+def relative_error(outputs: Sequence, reference: Sequence) -> float:
+    """The largest ||out - ref|| / ||ref|| over matching arrays, computed in float64; each
+    output is cut to its reference's leading (batch) size (see `reference`)."""
+    worst = 0.0
+    for out, ref in zip(outputs, reference, strict=True):
+        ref = np.asarray(ref, np.float64)
+        out = np.asarray(out[: ref.shape[0]], np.float64)
+        if not np.all(np.isfinite(out)):
+            return float("inf")
+        worst = max(worst, float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30)))
+    return worst
+
+
+def reference(op: str, mode: str, args: Sequence) -> list:
+    """The float32 recurrence's output (fwd) or gradients (fwd_bwd) on the first batch element
+    of `args`, upcast. One element, because the recurrence's backward keeps every step's state
+    (at B=8, T=4096, H=16, K=V=128 it asked for 97.5 GiB); every batch element is independent,
+    and the sum's gradient splits over them, so the first one's figures are exact references.
+    """
+    first = [x[:1].astype(jnp.float32) for x in args]
+    out = jax_callable(op, "recurrent", mode, None)(*first)
+    return [out] if mode == "fwd" else list(out)
+
+
 def time_call(
     fn: Callable, args: Sequence, *, warmup: int, iters: int, sync: Callable = jax.block_until_ready
 ) -> tuple[float, float]:
@@ -127,16 +154,28 @@ def bench_jax(
     chunk_size: int | None = None,
     warmup: int = 2,
     iters: int = 10,
+    expected: Sequence | None = None,
 ) -> Timing:
+    """Times `impl`; with `expected` (see `reference`) also records its relative error."""
     args, _ = random_inputs(op, dataclasses.astuple(shape), dtype=jnp.dtype(dtype))
-    seconds, first = time_call(
-        jax_callable(op, impl, mode, chunk_size), args, warmup=warmup, iters=iters
-    )
-    return make_timing(op, impl, mode, shape, dtype, seconds, first)
+    fn = jax_callable(op, impl, mode, chunk_size)
+    seconds, first = time_call(fn, args, warmup=warmup, iters=iters)
+    error = None
+    if expected is not None:
+        out = fn(*args)
+        error = relative_error([out] if mode == "fwd" else out, expected)
+    return make_timing(op, impl, mode, shape, dtype, seconds, first, error)
 
 
 def bench_fla(
-    op: str, mode: str, shape: Shape, dtype: str, *, warmup: int = 2, iters: int = 10
+    op: str,
+    mode: str,
+    shape: Shape,
+    dtype: str,
+    *,
+    warmup: int = 2,
+    iters: int = 10,
+    expected: Sequence | None = None,
 ) -> Timing:
     """flash-linear-attention's Triton chunk kernel for `op` on the same inputs as ours."""
     torch = importlib.import_module("torch")
@@ -145,7 +184,7 @@ def bench_fla(
     args, _ = random_inputs(op, dataclasses.astuple(shape), dtype=jnp.dtype(dtype))
     torch_dtype = getattr(torch, dtype)
     tensors = [
-        torch.from_numpy(np.asarray(x, np.float32)).to(
+        torch.from_numpy(np.array(x, np.float32)).to(
             "cuda", torch_dtype if i < 3 else torch.float32
         )
         for i, x in enumerate(args)
@@ -162,11 +201,25 @@ def bench_fla(
     seconds, first = time_call(
         call, (), warmup=warmup, iters=iters, sync=lambda _: torch.cuda.synchronize()
     )
-    return make_timing(op, FLA, mode, shape, dtype, seconds, first)
+    error = None
+    if expected is not None:
+        for t in tensors:
+            t.grad = None
+        o = call()
+        outs = [o] if mode == "fwd" else [t.grad for t in tensors]
+        error = relative_error([x.detach().float().cpu().numpy() for x in outs], expected)
+    return make_timing(op, FLA, mode, shape, dtype, seconds, first, error)
 
 
 def make_timing(
-    op: str, impl: str, mode: str, shape: Shape, dtype: str, seconds: float, first: float
+    op: str,
+    impl: str,
+    mode: str,
+    shape: Shape,
+    dtype: str,
+    seconds: float,
+    first: float,
+    error: float | None = None,
 ) -> Timing:
     flops = nominal_flops(op, shape, backward=mode == "fwd_bwd")
     return Timing(
@@ -180,6 +233,7 @@ def make_timing(
         tokens_per_second=shape.batch * shape.seq_len / seconds,
         nominal_flops=flops,
         flops_per_second=flops / seconds,
+        relative_error=error,
     )
 
 
@@ -198,6 +252,8 @@ def format_table(timings: Sequence[Timing], peak: float | None = None) -> str:
     )
     header += f"{'vs fla':>9}" if fla else ""
     header += f"{'% peak':>8}" if peak else ""
+    checked = any(t.relative_error is not None for t in timings)
+    header += f"{'rel err':>10}" if checked else ""
     rows = [header, "-" * len(header)]
     for t in timings:
         key = (t.op, t.mode)
@@ -210,6 +266,9 @@ def format_table(timings: Sequence[Timing], peak: float | None = None) -> str:
             row += f"{t.seconds / fla[key]:>8.2f}x" if key in fla else f"{'-':>9}"
         if peak:
             row += f"{100 * t.flops_per_second / peak:>7.1f}%"
+        if checked:
+            error = t.relative_error
+            row += f"{error:>10.1e}" if error is not None else f"{'-':>10}"
         rows.append(row)
     return "\n".join(rows)
 
@@ -224,11 +283,13 @@ def run(
     chunk_size: int | None = None,
     warmup: int = 2,
     iters: int = 10,
+    check: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[Timing]:
     """Times every (op, mode, impl) combination; logs one line per timing as it finishes.
 
-    `impls` may include "fla" (see `fla_available`).
+    `impls` may include "fla" (see `fla_available`). With `check`, every impl's output (or
+    gradients) is also compared with the float32 recurrence on the same inputs.
     """
     for name, values, allowed in (
         ("ops", ops, tuple(pk.OPS)),
@@ -241,14 +302,21 @@ def run(
     timings = []
     for op in ops:
         for mode in modes:
+            expected = None
+            if check:
+                args, _ = random_inputs(op, dataclasses.astuple(shape), dtype=jnp.dtype(dtype))
+                expected = [np.asarray(x) for x in reference(op, mode, args)]
             for impl in impls:
                 if impl == FLA:
-                    t = bench_fla(op, mode, shape, dtype, warmup=warmup, iters=iters)
+                    t = bench_fla(
+                        op, mode, shape, dtype, warmup=warmup, iters=iters, expected=expected
+                    )
                 else:
                     t = bench_jax(
                         op, impl, mode, shape, dtype,
-                        chunk_size=chunk_size, warmup=warmup, iters=iters,
+                        chunk_size=chunk_size, warmup=warmup, iters=iters, expected=expected,
                     )  # fmt: skip
-                log(f"{op} {mode} {impl}: {t.seconds * 1e3:.2f} ms")
+                error = "" if t.relative_error is None else f", rel err {t.relative_error:.1e}"
+                log(f"{op} {mode} {impl}: {t.seconds * 1e3:.2f} ms{error}")
                 timings.append(t)
     return timings

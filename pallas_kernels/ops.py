@@ -11,11 +11,15 @@ Log decays (g, gk) are expected <= 0, i.e. decays in (0, 1].
   "chunk"      chunked pure XLA: runs everywhere (`chunk.py`).
   "pallas"     Pallas kernels: Triton-lowered on GPU, Mosaic on TPU, interpreted on CPU
                (`pallas_chunk.py`); raises on any other platform.
-  "auto"       "pallas" on GPU and TPU, "chunk" elsewhere.
+  "auto"       the process-wide default (`default_impl`, a run's `train.kernel_impl`);
+               left at "auto", "pallas" only on a device where a recorded run showed the
+               kernel correct and faster than "chunk" (`tuning.PALLAS_PROVEN`), else "chunk".
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Literal
 
 import jax
@@ -25,16 +29,39 @@ from jax import Array
 from pallas_kernels.chunk import DEFAULT_CHUNK_SIZE, chunk
 from pallas_kernels.pallas_chunk import pallas
 from pallas_kernels.recurrent import recurrent
+from pallas_kernels.tuning import pallas_proven
 
 Impl = Literal["auto", "recurrent", "chunk", "pallas"]
 IMPLS: tuple[str, ...] = ("auto", "recurrent", "chunk", "pallas")
 
 
-def _resolve_impl(impl: str) -> str:
+_default_impl = "auto"
+
+
+@contextlib.contextmanager
+def default_impl(impl: str) -> Iterator[None]:
+    """Within the block, impl="auto" means `impl` in this process, for every op call traced
+    there (a candidate's included): how a run's `train.kernel_impl` reaches the layers.
+    "auto" keeps the device rule."""
+    global _default_impl
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    previous, _default_impl = _default_impl, impl
+    try:
+        yield
+    finally:
+        _default_impl = previous
+
+
+def resolve_impl(impl: str, op: str) -> str:
+    """The implementation a call of `op` with `impl` runs on this process's default device."""
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     if impl == "auto":
-        return "pallas" if jax.default_backend() in ("gpu", "tpu") else "chunk"
+        impl = _default_impl
+    if impl == "auto":
+        device = jax.devices()[0]
+        return "pallas" if op in pallas_proven(device.platform, device.device_kind) else "chunk"
     return impl
 
 
@@ -86,6 +113,7 @@ def _check_inputs(
 
 
 def _run(
+    op: str,
     q: Array,
     k: Array,
     v: Array,
@@ -105,7 +133,7 @@ def _run(
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     args = (q, k, v, g, gk, beta, initial_state)
     flags = dict(scale=scale, output_final_state=bool(output_final_state))
-    match _resolve_impl(impl):
+    match resolve_impl(impl, op):
         case "recurrent":
             return recurrent(*args, **flags)
         case "chunk":
@@ -128,6 +156,7 @@ def linear_attention(
 ) -> tuple[Array, Array | None]:
     """Causal linear attention: S_t = S_{t-1} + k_t v_t^T, o_t = S_t^T (scale q_t)."""
     return _run(
+        "linear_attention",
         q, k, v, g=None, gk=None, beta=None, scale=scale, initial_state=initial_state,
         output_final_state=output_final_state, impl=impl, chunk_size=chunk_size,
     )  # fmt: skip
@@ -150,6 +179,7 @@ def simple_gla(
     g: [B, T, H] log decay per head and step.
     """
     return _run(
+        "simple_gla",
         q, k, v, g=g, gk=None, beta=None, scale=scale, initial_state=initial_state,
         output_final_state=output_final_state, impl=impl, chunk_size=chunk_size,
     )  # fmt: skip
@@ -172,6 +202,7 @@ def gla(
     gk: [B, T, H, K] log decay per key channel and step.
     """
     return _run(
+        "gla",
         q, k, v, g=None, gk=gk, beta=None, scale=scale, initial_state=initial_state,
         output_final_state=output_final_state, impl=impl, chunk_size=chunk_size,
     )  # fmt: skip
@@ -195,6 +226,7 @@ def delta_rule(
     k is used as given: normalise it (e.g. L2) in the layer, as DeltaNet does.
     """
     return _run(
+        "delta_rule",
         q, k, v, g=None, gk=None, beta=beta, scale=scale, initial_state=initial_state,
         output_final_state=output_final_state, impl=impl, chunk_size=chunk_size,
     )  # fmt: skip
@@ -218,6 +250,7 @@ def gated_delta_rule(
     g: [B, T, H] log decay per head; beta: [B, T, H] write strength.
     """
     return _run(
+        "gated_delta_rule",
         q, k, v, g=g, gk=None, beta=beta, scale=scale, initial_state=initial_state,
         output_final_state=output_final_state, impl=impl, chunk_size=chunk_size,
     )  # fmt: skip

@@ -22,6 +22,8 @@ class BlockConfig:
 _TABLE: dict[str, tuple[tuple[int, BlockConfig], ...]] = {
     "gpu": (
         (64, BlockConfig(chunk_size=64, num_warps=4, num_stages=2)),
+        # Its backward asks for 288 KiB of shared memory on an H200 (227 KiB there): fails
+        # to launch (BENCHMARKS.md); "auto" does not run Pallas at this size.
         (128, BlockConfig(chunk_size=64, num_warps=8, num_stages=2)),
         (1 << 30, BlockConfig(chunk_size=32, num_warps=8, num_stages=1)),
     ),
@@ -43,3 +45,22 @@ def block_config(platform: str, key_dim: int, value_dim: int) -> BlockConfig:
         if head_dim <= bound:
             return config
     raise AssertionError("the last row of every platform's table is unbounded")
+
+
+# Where impl="auto" runs the Pallas kernels: (platform, device-kind substring) -> ops that a
+# recorded run of `scripts/bench_kernels.py --check` on that device showed correct (relative
+# error within the dtype's bound against the float32 recurrence) and faster than "chunk",
+# forward and backward. BENCHMARKS.md holds the run each row comes from; a device not listed
+# runs the chunked XLA path.
+PALLAS_PROVEN: dict[tuple[str, str], frozenset[str]] = {
+    # H200, bf16, K = V = 64: 0.36 vs 1.02 ms forward, 0.63 vs 1.33 ms forward + backward.
+    ("gpu", "H200"): frozenset({"linear_attention"}),
+}
+
+
+def pallas_proven(platform: str, device_kind: str) -> frozenset[str]:
+    """The ops proven on this device (see PALLAS_PROVEN); empty when none are."""
+    for (proven_platform, kind), ops in PALLAS_PROVEN.items():
+        if platform == proven_platform and kind.lower() in device_kind.lower():
+            return ops
+    return frozenset()

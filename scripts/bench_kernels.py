@@ -39,6 +39,9 @@ _CHUNK_SIZE = flags.DEFINE_integer(
 _FLA = flags.DEFINE_enum(
     "fla", "auto", ["auto", "yes", "no"], "Also time flash-linear-attention (auto: if it can run)."
 )
+_CHECK = flags.DEFINE_bool(
+    "check", False, "Also compare every impl with the float32 recurrence on the same inputs."
+)
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls after the compiling one.")
 _ITERS = flags.DEFINE_integer("iters", 10, "Timed calls; the median is reported.")
 _OUTPUT = flags.DEFINE_string("output", "bench_results/kernels.json", "JSON file to write.")
@@ -64,6 +67,7 @@ def main(argv: list[str]) -> None:
             chunk_size=_CHUNK_SIZE.value,
             warmup=_WARMUP.value,
             iters=_ITERS.value,
+            check=_CHECK.value,
         )
     except ValueError as e:
         raise command_line.UsageError(str(e)) from e

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pallas_kernels import benchmark, hardware
@@ -82,3 +83,19 @@ def test_table_compares_with_fla_and_the_roofline():
     assert "vs fla" in table and "% peak" in table
     assert "2.00x" in pallas_row.split()[-2]  # pallas takes twice fla's time
     assert hardware.peak_flops("cpu") is None
+
+
+def test_check_measures_each_impl_against_the_recurrence():
+    timings = benchmark.run(
+        ["delta_rule"], ["recurrent", "chunk"], ["fwd", "fwd_bwd"],
+        benchmark.Shape(2, 32, 1, 8, 8), "float32", chunk_size=16, warmup=0, iters=1, check=True,
+    )  # fmt: skip
+    assert all(t.relative_error is not None and t.relative_error < 1e-5 for t in timings)
+    assert "rel err" in benchmark.format_table(timings)
+
+
+def test_relative_error_exposes_a_wrong_output_and_non_finite_values():
+    ref = np.ones((1, 4, 2))
+    wrong = np.concatenate([ref, ref], axis=0) * 1.1  # cut to the reference's batch of 1
+    assert benchmark.relative_error([wrong], [ref]) == pytest.approx(0.1)
+    assert benchmark.relative_error([ref * np.nan], [ref]) == float("inf")

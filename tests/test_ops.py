@@ -250,3 +250,26 @@ class TestErrors:
     def test_bad_chunk_size(self):
         with pytest.raises(ValueError, match="chunk_size must be a positive int"):
             pk.linear_attention(self.q, self.q, self.v, impl="chunk", chunk_size=0)
+
+
+def test_default_impl_overrides_auto_for_every_later_call():
+    args, h0 = make_inputs("delta_rule", (1, 24, 1, 8, 8))
+    assert pk.resolve_impl("auto", "delta_rule") == "chunk"  # nothing proven on CPU
+    with pk.default_impl("recurrent"):
+        assert pk.resolve_impl("auto", "delta_rule") == "recurrent"
+        assert pk.resolve_impl("chunk", "delta_rule") == "chunk"  # an explicit impl wins
+        auto = pk.delta_rule(*args, initial_state=h0, impl="auto")
+        recurrent = pk.delta_rule(*args, initial_state=h0, impl="recurrent")
+        np.testing.assert_array_equal(auto[0], recurrent[0])
+    assert pk.resolve_impl("auto", "delta_rule") == "chunk"
+    with pytest.raises(ValueError, match="impl must be one of"), pk.default_impl("triton"):
+        pass
+
+
+def test_pallas_runs_under_auto_only_where_a_device_run_proved_it():
+    from pallas_kernels.tuning import pallas_proven
+
+    assert "linear_attention" in pallas_proven("gpu", "NVIDIA H200")
+    assert "gated_delta_rule" not in pallas_proven("gpu", "NVIDIA H200")
+    assert pallas_proven("gpu", "NVIDIA A100-SXM4-40GB") == frozenset()
+    assert pallas_proven("tpu", "TPU v5 lite") == frozenset()

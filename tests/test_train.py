@@ -17,6 +17,7 @@ import pytest
 from flax import nnx
 from train_testing import losses, tiny, tiny_dict, write_config_file
 
+import pallas_kernels as pk
 from asi_jax.models.mixers import MIXERS
 from asi_jax.train.config import MonitorConfig, from_config_dict
 from asi_jax.train.monitor import QualityMonitor
@@ -36,6 +37,17 @@ def test_each_baseline_trains_and_its_loss_falls(mixer, tmp_path):
     assert record["config"]["mixer"] == mixer and record["environment"]["packages"]["jax"]
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["params"] == result["params"]
+
+
+def test_kernel_impl_reaches_every_layer_for_the_run_only(tmp_path):
+    result = train(tiny("deltanet", kernel_impl="recurrent"), tmp_path, log=lambda _: None)
+    assert result["status"] == "completed"
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert set(record["kernels"].values()) == {"recurrent"}
+    assert record["config"]["train"]["kernel_impl"] == "recurrent"
+    assert pk.resolve_impl("auto", "delta_rule") == "chunk"  # restored after the run
+    with pytest.raises(ValueError, match=r"train\.kernel_impl must be one of"):
+        tiny(kernel_impl="triton")
 
 
 def test_bf16_compute_trains(tmp_path):

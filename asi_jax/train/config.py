@@ -19,6 +19,7 @@ from ml_collections import ConfigDict
 
 from asi_jax.data.pipeline import DataConfig
 from asi_jax.models.lm import ModelConfig
+from pallas_kernels import IMPLS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +52,13 @@ class TrainConfig:
     compute_dtype: str = "float32"  # or "bfloat16" (parameters stay float32)
     mesh_data: int = -1  # devices on the data axis; -1: all that fsdp leaves
     mesh_fsdp: int = 1  # devices on the fsdp axis; -1: all that data leaves
+    # What the linear-attention ops' impl="auto" runs (candidates' calls too): "auto" (Pallas
+    # where a device run proved it, else chunk), "pallas", "chunk" or "recurrent".
+    kernel_impl: str = "auto"
 
     def __post_init__(self):
+        if self.kernel_impl not in IMPLS:
+            raise ValueError(f"train.kernel_impl must be one of {IMPLS}, got {self.kernel_impl!r}")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(
                 f"train.compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}"

@@ -25,6 +25,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+import pallas_kernels as pk
 from asi_jax.data.pipeline import train_iterator
 from asi_jax.models.lm import CausalLM, MixerFactory, count_params
 from asi_jax.models.mixers import resolve_mixer
@@ -249,18 +250,39 @@ def train(
 ) -> dict[str, Any]:
     """Trains (or resumes) the experiment in `workdir`; returns what result.json holds.
 
+    The linear-attention ops' impl="auto" means `config.train.kernel_impl` throughout.
+
     `mixer` overrides `config.mixer` with a class already loaded (the sandboxed worker's
     candidate); otherwise the config names a baseline or a trusted mixer file. `isolation`:
     the sandbox layers the run is confined by, for run.json (None: not sandboxed).
     `optimizer` replaces the config's AdamW (see `make_optimizer`); `optimizer_label` names
     it in run.json and result.json ("optimizer"; absent when the config's AdamW trained).
     """
+    with pk.default_impl(config.train.kernel_impl):
+        return _train(
+            config, workdir, mesh=mesh, mixer=mixer, log=log, isolation=isolation,
+            optimizer=optimizer, optimizer_label=optimizer_label,
+        )  # fmt: skip
+
+
+def _train(
+    config: ExperimentConfig,
+    workdir: str | Path,
+    *,
+    mesh: jax.sharding.Mesh | None,
+    mixer: MixerFactory | None,
+    log: Callable[[str], None],
+    isolation: dict[str, Any] | None,
+    optimizer: OptimizerFactory | None,
+    optimizer_label: str | None,
+) -> dict[str, Any]:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     mesh = mesh or sharding.make_mesh(config.train.mesh_data, config.train.mesh_fsdp)
     run_record = {"config": to_dict(config), "environment": environment_record(),
-                  "mesh": dict(mesh.shape), "isolation": isolation}  # fmt: skip
+                  "mesh": dict(mesh.shape), "isolation": isolation,
+                  "kernels": {op: pk.resolve_impl("auto", op) for op in pk.OPS}}  # fmt: skip
     if optimizer is not None:
         run_record["optimizer"] = optimizer_label or "candidate"
     (workdir / "run.json").write_text(json.dumps(run_record, indent=2) + "\n")
