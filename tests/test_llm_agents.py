@@ -177,7 +177,6 @@ def _run_controller_with_bad_replies(url: str, tmp_path) -> None:
     )
     controller = Controller(config, tmp_path, log=lambda line: None)
     controller.seed_baselines()
-    controller.catch_up()  # judges the baseline
     (baseline,) = controller.db.candidates()
     controller.db.finish_evaluation(
         baseline["id"],
@@ -193,7 +192,7 @@ def _run_controller_with_bad_replies(url: str, tmp_path) -> None:
         compute_seconds=1.0,
         attempts=[],
     )
-    controller.score("explore")
+    controller.catch_up()  # judges the explored baseline, then scores it
     assert controller.propose() is None
     reasons = [r["reason"] for r in controller.db.query("SELECT reason FROM rejections")]
     assert len(reasons) == 3 and all(r.startswith("researcher error") for r in reasons)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from asi_jax.candidates.policy import check_source
+from asi_jax.evolution import report
 from asi_jax.evolution.config import (
     BudgetConfig,
     EvolutionConfig,
@@ -82,6 +83,29 @@ def test_a_task_outside_asi_jax_evolves_through_the_controller_with_islands(fini
     assert all(m["to"] == 1 - m["from"] for m in board["migrations"])
     assert board["verify"]["evaluated"] == 2 + 1
     assert board["agents"]["researcher"] == "toy-researcher"
+
+
+def test_the_judge_scores_after_training_beside_the_baselines(finished):
+    judged = {name: (loss, baselines) for name, loss, baselines in toy_task.ToyJudge.seen}
+    candidates = [r["name"] for r in finished["explore"]["ranking"] if r["kind"] == "candidate"]
+    assert set(candidates) <= set(judged)
+    for name in candidates:
+        loss, baselines = judged[name]
+        assert loss is not None  # judged with its figures, after training
+        assert "linear" in baselines and name not in baselines
+
+
+def test_only_the_quantitative_terms_beat_the_reference():
+    def row(name, kind, loss, benchmark, judge):
+        terms = {"loss": loss, "benchmark": benchmark, "judge": judge,
+                 "quantitative": loss + benchmark}  # fmt: skip
+        return {"name": name, "kind": kind, "status": "evaluated", "terms": terms}
+
+    rows = [row("ref", "baseline", 0.5, 0.5, 0.4),
+            row("worse-but-novel", "candidate", 0.45, 0.5, 1.0),  # 2% worse loss, judge 10
+            row("better-but-plain", "candidate", 0.6, 0.5, 0.0)]  # fmt: skip
+    assert report.beating(rows, "ref") == ["better-but-plain"]
+    assert report.beating(rows, "absent") == []
 
 
 def test_parents_come_from_their_own_island(finished, tmp_path):

@@ -11,7 +11,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from asi_jax.agents.base import Analysis, Proposal, Record, ResearchContext
 from asi_jax.candidates.policy import Contract
@@ -60,9 +60,12 @@ class ToyAnalyser:
 
 class ToyJudge:
     name = "toy-judge"
+    seen: ClassVar[list[tuple[str, float | None, tuple[str, ...]]]] = []  # name, loss, baselines
 
     def judge(self, record: Record, *, nearest_similarity: float,
-              population: Sequence[Record]) -> tuple[float, str]:  # fmt: skip
+              population: Sequence[Record],
+              baselines: Sequence[Record] = ()) -> tuple[float, str]:  # fmt: skip
+        ToyJudge.seen.append((record.name, record.loss, tuple(b.name for b in baselines)))
         return 5.0, "toy"
 
 

@@ -89,8 +89,10 @@ class Judge(Protocol):
     name: str
 
     def judge(self, record: Record, *, nearest_similarity: float,
-              population: Sequence[Record]) -> tuple[float, str]:  # fmt: skip
-        """(score on 1-10, rationale)."""
+              population: Sequence[Record],
+              baselines: Sequence[Record]) -> tuple[float, str]:  # fmt: skip
+        """(score on 1-10, rationale) of an explored `record` (its figures included), beside
+        the stage's evaluated `baselines`; `population`: the designs that came before it."""
         ...
 
 

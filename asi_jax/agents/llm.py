@@ -275,7 +275,8 @@ class LLMJudge:
         self.name = f"llm-judge:{client.name}"
 
     def judge(self, record: Record, *, nearest_similarity: float,
-              population: Sequence[Record]) -> tuple[float, str]:  # fmt: skip
+              population: Sequence[Record],
+              baselines: Sequence[Record] = ()) -> tuple[float, str]:  # fmt: skip
         prompt = (
             f"## Candidate {record.name}\n{record.motivation}\n\n```python\n{record.code}\n```\n\n"
             f"Its motivation has cosine similarity {nearest_similarity:.2f} to the nearest "

@@ -254,8 +254,9 @@ class Controller:
                      "researchers that build on designs take other parents")  # fmt: skip
 
     def _judge(self, candidate_id: int) -> None:
-        """Scores a candidate against what came before it (a baseline: the other baselines)
-        and stores the judgement."""
+        """Scores an explored candidate, as ASI-Arch's model judger does after training:
+        its code and figures beside the evaluated baselines' (performance, innovation,
+        complexity), against what came before it (a baseline: the other baselines)."""
         own = self.db.candidate(candidate_id)
         if own["kind"] == "baseline":
             earlier = [c for c in self.db.candidates()
@@ -264,18 +265,22 @@ class Controller:
             earlier = [c for c in self.db.candidates() if c["id"] < candidate_id]
         index = NoveltyIndex(self.embedder, self.db, [c["motivation"] for c in earlier])
         similarity = index.nearest(own["motivation"])[1]
-        record = Record.from_row({**own, "status": "pending"})
+        explored = {r.id: r for r in self.records("explore")}
         population = [Record.from_row({**c, "status": "n/a"}) for c in earlier]
+        baselines = [r for r in explored.values() if r.id != candidate_id
+                     and r.status == "evaluated"
+                     and self.db.candidate(r.id)["kind"] == "baseline"]  # fmt: skip
         (score, rationale), by = self.agents(own["island"]).judge.call(
-            "judge", record, nearest_similarity=similarity, population=population)  # fmt: skip
+            "judge", explored[candidate_id], nearest_similarity=similarity,
+            population=population, baselines=baselines)  # fmt: skip
         self.db.set_judgement(candidate_id, by, score, rationale)
 
     def catch_up(self) -> None:
         """Finishes what a kill may have cut short between two commits: judgements, scores
         and analyses of candidates whose earlier steps are stored."""
-        for c in self.db.candidates():
-            if self.db.judgement(c["id"]) is None:
-                self._judge(c["id"])
+        for r in self.records("explore"):
+            if r.status == "evaluated" and self.db.judgement(r.id) is None:
+                self._judge(r.id)
         for stage in STAGES:
             self.score(stage)
         analysed = self.db.analysed("explore")
@@ -363,7 +368,6 @@ class Controller:
                 self.db.start_evaluation(cid, "explore")
             self.db.add_timing(cid, "propose", time.monotonic() - started)
             self.novelty.add(proposal.motivation)
-            self._judge(cid)
             return self.db.candidate(cid)
         self._researcher_exhausted = True
         self.log(f"[explore] {self.config.max_proposal_tries} proposals in a row were not "
@@ -429,6 +433,8 @@ class Controller:
                      f"({last.cpu_seconds or 0:.0f} s of CPU): the stage's limits are "
                      f"{limits.wall_seconds:.0f} s of wall and {limits.cpu_seconds} s of CPU "
                      "time per evaluation")  # fmt: skip
+        if stage == "explore" and ok:
+            self._judge(cid)  # before scoring: the judge's term is part of the fitness
         self.score(stage)
         if stage == "explore":
             self._analyse(cid)
@@ -551,7 +557,7 @@ class Controller:
         baselines = [c for c in self.db.candidates() if c["kind"] == "baseline"]
         with self.db.transaction():
             for c in [*baselines, *(self.db.candidate(r.id) for r in chosen)]:
-                self.db.start_evaluation(c["id"], "verify")  # judged once, at proposal
+                self.db.start_evaluation(c["id"], "verify")  # judged once, after exploration
             self.db.set_meta("verify_promoted", [r.name for r in chosen])
         self.log(f"[verify] promoted {[r.name for r in chosen]} with the baselines")
 

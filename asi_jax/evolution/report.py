@@ -62,6 +62,18 @@ def _rows(db: Database, task: Task, workdir: Path, stage: str) -> list[dict[str,
     return sorted(rows, key=lambda x: (order[x["status"]], -(x["fitness"] or 0.0)))
 
 
+def beating(rows: list[dict[str, Any]], reference: str) -> list[str]:
+    """The evaluated candidates whose quantitative terms (loss and benchmark) sum above the
+    reference's: the judge's term, which fitness also counts, cannot lift a candidate that
+    trains worse than the reference into this list."""
+    ref = next((r for r in rows if r["name"] == reference), None)
+    if ref is None or ref["terms"] is None:
+        return []
+    return [r["name"] for r in rows
+            if r["kind"] == "candidate" and r["status"] == "evaluated" and r["terms"]
+            and r["terms"]["quantitative"] > ref["terms"]["quantitative"]]  # fmt: skip
+
+
 def _islands(db: Database, config: EvolutionConfig) -> list[dict[str, Any]]:
     out = []
     for island in range(config.islands.count):
@@ -97,10 +109,6 @@ def leaderboard(db: Database, config: EvolutionConfig, task: Task, workdir: Path
         rows = _rows(db, task, workdir, stage)
         if not rows:
             continue
-        ref = next((r for r in rows if r["name"] == reference), None)
-        better = [r["name"] for r in rows if r["kind"] == "candidate" and ref
-                  and ref["fitness"] is not None and r["status"] == "evaluated"
-                  and r["fitness"] > ref["fitness"]]  # fmt: skip
         failures = collections.Counter(r["failure_stage"] for r in rows
                                        if r["status"] == "failed")  # fmt: skip
         board[stage] = {
@@ -108,7 +116,7 @@ def leaderboard(db: Database, config: EvolutionConfig, task: Task, workdir: Path
             "evaluated": sum(r["status"] == "evaluated" for r in rows),
             "failed": sum(r["status"] == "failed" for r in rows),
             "failures_by_stage": dict(failures),
-            f"beats_{reference}": better,
+            f"beats_{reference}": beating(rows, reference),
         }
     board["rejected_proposals"] = db.rejection_count()
     return board

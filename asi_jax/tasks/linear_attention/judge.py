@@ -20,5 +20,6 @@ class OfflineJudge:
     name = "offline-novelty-judge"
 
     def judge(self, record: Record, *, nearest_similarity: float,
-              population: Sequence[Record]) -> tuple[float, str]:  # fmt: skip
+              population: Sequence[Record],
+              baselines: Sequence[Record] = ()) -> tuple[float, str]:  # fmt: skip
         return novelty_judgement(GRAMMAR, record, nearest_similarity, population)
