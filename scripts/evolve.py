@@ -8,6 +8,10 @@ workdir up to date. Running the same command again after an interruption (even `
 continues the run: finished candidates are kept, interrupted ones are re-run; only the
 `budget` and `limits` fields may change between starts. One run at a time per workdir.
 
+With --dry_run it builds each stage's model and data pipeline and prints parameter counts,
+token budgets and estimated accelerator-hours (asi_jax/evolution/plan.py), then exits
+without training or touching the workdir.
+
 Exit status: 0 finished, 1 the run failed, 2 the command line or config is invalid (nothing
 ran), 130 interrupted (run the same command to resume).
 """
@@ -20,14 +24,17 @@ from absl import flags
 from ml_collections import config_flags
 
 from asi_jax import command_line
-from asi_jax.evolution import report
+from asi_jax.evolution import plan, report
 from asi_jax.evolution.config import from_config_dict
 from asi_jax.evolution.controller import EvolutionError, evolve
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Evolution config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's folder: database, candidates, "
                                "leaderboard.")  # fmt: skip
-flags.mark_flags_as_required(["config", "workdir"])
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Build every stage's model and data pipeline, "
+                             "print parameters, token budgets and estimated cost; no "
+                             "training.")  # fmt: skip
+flags.mark_flags_as_required(["config"])
 
 
 def main(argv: list[str]) -> None:
@@ -37,6 +44,16 @@ def main(argv: list[str]) -> None:
         config = from_config_dict(_CONFIG.value)
     except (ValueError, TypeError) as e:
         raise command_line.UsageError(f"config: {e}") from e
+    if _DRY_RUN.value:
+        try:
+            plans = plan.plan(config)
+        except (ValueError, FileNotFoundError) as e:
+            raise command_line.UsageError(f"dry run: {e}") from e
+        print(plan.describe(plans))
+        print(json.dumps({"dry_run": plan.as_json(plans)}))
+        return
+    if not _WORKDIR.value:
+        raise command_line.UsageError("--workdir is required (the run's folder)")
     try:
         board = evolve(config, _WORKDIR.value, log=lambda line: print(line, flush=True))
     except EvolutionError as e:

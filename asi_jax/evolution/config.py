@@ -114,7 +114,8 @@ class IslandConfig:
 @dataclasses.dataclass(frozen=True)
 class VerifyConfig:
     promote: int = 2  # the top candidates by exploration fitness; 0 skips verification
-    experiment: ExperimentConfig | None = None
+    experiment: ExperimentConfig | None = None  # None: the exploration experiment
+    limits: StageLimits | None = None  # None: the run's `limits`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +167,10 @@ class EvolutionConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.novelty_threshold <= 1.0:
             raise ValueError(f"novelty_threshold must be in (0, 1], got {self.novelty_threshold}")
+
+    def limits_of(self, stage: str) -> StageLimits:
+        """The sandbox limits' floors of `stage` ("explore" or "verify")."""
+        return self.verify.limits if stage == "verify" and self.verify.limits else self.limits
 
     def agents_of(self, island: int) -> str:
         """The agent kind ("offline" or "llm") proposing on `island`."""

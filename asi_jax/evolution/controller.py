@@ -197,7 +197,7 @@ class Controller:
         c = self.config
         usage = None if reference else state.reference_usage(self.db, stage)
         return EngineerConfig(task=c.task, check=c.check, train=self.experiment(stage),
-                              limits=c.limits.for_stage(usage, c.workers),
+                              limits=c.limits_of(stage).for_stage(usage, c.workers),
                               limit_retries=1 if reference else 0,
                               reference=c.reference_baseline,
                               max_attempts=c.max_attempts,
@@ -428,7 +428,7 @@ class Controller:
             self.db.set_meta(
                 "reference_usage", {**(self.db.get_meta("reference_usage") or {}), stage: usage}
             )
-            limits = self.config.limits.for_stage(usage, self.config.workers)
+            limits = self.config.limits_of(stage).for_stage(usage, self.config.workers)
             self.log(f"[{stage}] {candidate['name']} took {last.seconds:.0f} s "
                      f"({last.cpu_seconds or 0:.0f} s of CPU): the stage's limits are "
                      f"{limits.wall_seconds:.0f} s of wall and {limits.cpu_seconds} s of CPU "

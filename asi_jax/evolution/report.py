@@ -96,7 +96,7 @@ def leaderboard(db: Database, config: EvolutionConfig, task: Task, workdir: Path
                                        "benchmark": task.benchmark.name},
         "reference_baseline": reference, "seed": config.seed, "agents": agents, "run": run,
         "wall_seconds": wall_seconds, "compute_seconds": db.compute_seconds(),
-        "limits": state.stage_limits(db, config.limits, config.workers),
+        "limits": state.stage_limits(db, config),
         "config": db.get_meta("config"),
         "config_changes": db.get_meta("config_changes") or [],
         "environments": db.get_meta("environments"),

@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Collection
 
 from asi_jax.agents.base import Record
-from asi_jax.evolution.config import EvolutionConfig, StageLimits
+from asi_jax.evolution.config import EvolutionConfig
 from asi_jax.evolution.db import Database
 
 STAGES = ("explore", "verify")
@@ -30,10 +30,10 @@ def reference_usage(db: Database, stage: str) -> dict[str, float] | None:
     return (db.get_meta("reference_usage") or {}).get(stage)
 
 
-def stage_limits(db: Database, limits: StageLimits, concurrent: int) -> dict[str, dict]:
+def stage_limits(db: Database, config: EvolutionConfig) -> dict[str, dict]:
     """Per stage with a measured reference: its usage and the limits that follow from it."""
-    return {stage: {"reference": usage,
-                    **dataclasses.asdict(limits.for_stage(usage, concurrent))}
+    return {stage: {"reference": usage, **dataclasses.asdict(
+                config.limits_of(stage).for_stage(usage, config.workers))}
             for stage in STAGES if (usage := reference_usage(db, stage)) is not None}  # fmt: skip
 
 
