@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asi_jax.agents.llm import (
+    CallSink,
     LLMAnalyser,
     LLMConfig,
     LLMError,
@@ -61,17 +62,18 @@ class Agents:
                 "judge": self.judge.name}  # fmt: skip
 
 
-def make_agents(kind: str, llm: LLMConfig, task: Task,
-                log: Callable[[str], None] = print) -> Agents:  # fmt: skip
+def make_agents(kind: str, llm: LLMConfig, task: Task, log: Callable[[str], None] = print,
+                calls: CallSink | None = None) -> Agents:  # fmt: skip
     """The task's offline agents (`kind` "offline"), or LLM ones on `llm` ("llm") with the
-    offline analyser and judge standing in for unusable replies."""
+    offline analyser and judge standing in for unusable replies; every request to the model
+    is recorded in `calls`."""
     researcher, analyser, judge = task.offline_agents()
     if kind == "offline":
         return Agents(Role(researcher, None, log), Role(analyser, None, log),
                       Role(judge, None, log))  # fmt: skip
     if kind != "llm":
         raise ValueError(f"agents are 'offline' or 'llm', got {kind!r}")
-    client = make_client(llm)
+    client = make_client(llm, calls, log)
     return Agents(Role(LLMResearcher(client, task), None, log),
                   Role(LLMAnalyser(client, task), analyser, log),
                   Role(LLMJudge(client, task), judge, log))  # fmt: skip
