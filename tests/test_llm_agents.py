@@ -209,6 +209,15 @@ def test_a_refused_reply_is_asked_again_saying_why(provider):
     assert sink.records[0].reply == "I would rather not."
 
 
+def test_a_cut_off_reply_says_so():
+    cut = _chat("openai", '{"score": 4, "rati')
+    cut["choices"][0]["finish_reason"] = "length"
+    with _replying("openai", [Reply(200, cut), (200, '{"score": 4, "rationale": ""}')]) as server:
+        judge = LLMJudge(make_client(_config(server.url)), TASK)
+        assert judge.judge(_record(), nearest_similarity=0.2, population=[])[0] == 4.0
+    assert "(the reply ended with length)" in _prompt("openai", server.requests[1][1])
+
+
 def test_unusable_replies_fail_clearly_after_the_retries():
     replies = [(200, "I would rather not."), (200, "no code here")]
     replies += [(200, '{"score": 42, "rationale": "wow"}')] * 2

@@ -345,6 +345,16 @@ def _body(response: Any) -> str:
 # The client: retries, structured output, accounting and the audit trail.
 
 
+@dataclasses.dataclass
+class _Call:
+    """One `ask`: what its requests' records share, and how many requests it made."""
+
+    role: str
+    system: str
+    id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:16])
+    attempt: int = 0
+
+
 def _api_key(config: LLMConfig) -> str:
     if config.provider == "openai" and not config.api_key_env:
         return ""  # a local server without keys
@@ -391,32 +401,32 @@ class LLMClient:
             return 0.0
         return (completion.tokens_in * price[0] + completion.tokens_out * price[1]) / 1e6
 
-    def _record(self, call: dict, prompt: str, completion: Completion | None, latency: float,
+    def _record(self, call: _Call, prompt: str, completion: Completion | None, latency: float,
                 started: float, error: str | None, structured: bool) -> None:  # fmt: skip
         if self.sink is None:
             return
         done = completion or Completion("", 0, 0, None)
         self.sink(CallRecord(
-            call_id=call["id"], role=call["role"], provider=self.config.provider,
-            model=self.config.model, system=self._scrub(call["system"]),
+            call_id=call.id, role=call.role, provider=self.config.provider,
+            model=self.config.model, system=self._scrub(call.system),
             prompt=self._scrub(prompt), reply=self._scrub(done.text),
             tokens_in=done.tokens_in, tokens_out=done.tokens_out, latency_seconds=latency,
             cost_usd=self._cost(done) if completion else 0.0,
-            error=self._scrub(error) if error is not None else None, attempt=call["attempt"],
+            error=self._scrub(error) if error is not None else None, attempt=call.attempt,
             structured=structured, started_at=started,
         ))  # fmt: skip
 
-    def _request(self, call: dict, prompt: str, settings: RoleSettings,
+    def _request(self, call: _Call, prompt: str, settings: RoleSettings,
                  schema: tuple[str, dict] | None) -> tuple[Completion, float, float]:  # fmt: skip
         """One reply (with its latency and start time), through `max_retries` retries of
         requests that got none."""
         what = f"{self.name} at {self._transport.where}"
         delay = self.config.retry_seconds
         for retry in range(settings.max_retries + 1):
-            call["attempt"] += 1
+            call.attempt += 1
             started, clock = time.time(), time.monotonic()
             try:
-                completion = self._transport.send(call["system"], prompt, settings, schema)
+                completion = self._transport.send(call.system, prompt, settings, schema)
                 return completion, time.monotonic() - clock, started
             except _Failed as e:
                 failure = e
@@ -444,8 +454,8 @@ class LLMClient:
     def ask(self, role: str, system: str, prompt: str, form: ReplyForm[T]) -> T:
         """`form`'s result from the model's reply to `prompt` in `role`'s settings."""
         settings = self.config.role(role)
-        call = {"id": uuid.uuid4().hex[:16], "role": role, "system": system, "attempt": 0}
-        note = ""
+        call = _Call(role, system)
+        note = reason = ""
         for _ in range(settings.reply_retries + 1):
             structured = self._structured()
             text = f"{prompt}\n\n{form.instruction(structured)}{note}"
@@ -467,8 +477,8 @@ class LLMClient:
                 result = form.build(parse_reply(completion.text, form))
             except ReplyRefused as e:
                 reason = str(e)
-                if completion.finish and completion.finish.lower() in ("length", "max_tokens"):
-                    reason += f" (the reply was cut off: {completion.finish})"
+                if completion.finish and completion.finish.lower() != "stop":
+                    reason += f" (the reply ended with {completion.finish})"
                 self._record(call, text, completion, latency, started, f"refused: {reason}",
                              structured)  # fmt: skip
                 note = (f"\n\nYour previous reply was refused: {reason}. Reply again, in "
