@@ -141,7 +141,11 @@ def _check_proposal(proposal):
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-@pytest.mark.parametrize("reply", [PROPOSAL_JSON, PROPOSAL], ids=["schema", "free-form"])
+@pytest.mark.parametrize(
+    "reply",
+    [PROPOSAL_JSON, PROPOSAL, f"Sure, here it is:\n{PROPOSAL_JSON}\nHope it helps."],
+    ids=["schema", "free-form", "json-in-prose"],
+)
 def test_researcher_proposes_from_a_schema_reply_or_free_text(provider, reply):
     with _replying(provider, [(200, reply)]) as server:
         researcher = LLMResearcher(make_client(_config(server.url, provider)), TASK)

@@ -1,11 +1,11 @@
 """The one place agents are made: the task's offline roles, or LLM-backed ones that fall back
 to them.
 
-    agents = make_agents("llm", llm_config, task, log)
+    agents = make_agents("llm", llm_config, task, log, calls=sink)  # sink(CallRecord)
     proposal, by = agents.researcher.call("propose", context)
 
-An LLM role whose reply cannot be used (`LLMError`) hands that call to the task's offline
-role, and the call's result says which agent produced it, so every record names its author.
+An LLM role whose call fails (`LLMError`: a refused reply, and for now also an unavailable
+model, `LLMUnavailable`) hands that call to the task's offline role, and the call's result says which agent produced it, so every record names its author.
 A researcher's failure is not handed over: the controller records it as a rejected proposal
 and tries again (a model's bad reply should not silently become a grammar proposal).
 """

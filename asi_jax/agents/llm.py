@@ -557,7 +557,8 @@ def extract_json(reply: str) -> dict[str, Any]:
 
 def parse_reply(reply: str, form: ReplyForm) -> dict[str, Any]:
     """A reply's fields: the reply as one JSON object (what a schema asks for), else a JSON
-    object and a ```python block in free text (what a server without schemas may send)."""
+    object in free text with the code in it or in a ```python block (what a server without
+    schemas may send)."""
     text = re.sub(r"^```(?:json)?\s*\n(.*)\n```$", r"\1", reply.strip(), flags=re.DOTALL)
     try:
         whole = json.loads(text)
@@ -566,7 +567,7 @@ def parse_reply(reply: str, form: ReplyForm) -> dict[str, Any]:
     if isinstance(whole, dict) and ("code" not in form.fields or "code" in whole):
         return whole
     values = extract_json(reply.split("```python")[0] + "\n") if set(form.fields) - {"code"} else {}
-    if "code" in form.fields:
+    if "code" in form.fields and not isinstance(values.get("code"), str):
         values["code"] = extract_code(reply)
     return values
 
