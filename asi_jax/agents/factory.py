@@ -5,9 +5,10 @@ to them.
     proposal, by = agents.researcher.call("propose", context)
 
 An LLM role whose call fails (`LLMError`: a refused reply, and for now also an unavailable
-model, `LLMUnavailable`) hands that call to the task's offline role, and the call's result says which agent produced it, so every record names its author.
-A researcher's failure is not handed over: the controller records it as a rejected proposal
-and tries again (a model's bad reply should not silently become a grammar proposal).
+model, `LLMUnavailable`) hands that call to the task's offline role, and the call's result
+says which agent produced it, so every record names its author. A researcher's failure is
+not handed over: the controller records it as a rejected proposal and tries again (a model's
+bad reply should not silently become a grammar proposal).
 """
 
 from __future__ import annotations
