@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.server
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 
-# (path, request body) -> (HTTP status, response body)
-Respond = Callable[[str, dict], tuple[int, dict]]
+
+@dataclasses.dataclass
+class Reply:
+    """One HTTP answer; `truncate` sends half the body under the full Content-Length, and
+    `hang` never answers (until the server stops), as broken servers do."""
+
+    status: int = 200
+    body: dict | bytes = dataclasses.field(default_factory=dict)
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    truncate: bool = False
+    hang: bool = False
+
+
+# (path, request body) -> (HTTP status, response body), or a Reply
+Respond = Callable[[str, dict], "tuple[int, dict] | Reply"]
 
 
 class FakeServer:
     def __init__(self, respond: Respond):
         self.respond = respond
         self.requests: list[tuple[str, dict, dict]] = []  # (path, body, headers)
+        self.times: list[float] = []  # time.monotonic() of each request's arrival
         self.url = ""
+        self.stopping = threading.Event()
 
 
 @contextlib.contextmanager
@@ -27,13 +44,23 @@ def serve(respond: Respond) -> Iterator[FakeServer]:
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             server.requests.append((self.path, body, dict(self.headers)))
-            status, payload = server.respond(self.path, body)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
+            server.times.append(time.monotonic())
+            reply = server.respond(self.path, body)
+            if not isinstance(reply, Reply):
+                reply = Reply(*reply)
+            if reply.hang:
+                server.stopping.wait(30)
+                return
+            data = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+            self.send_response(reply.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for key, value in reply.headers.items():
+                self.send_header(key, value)
             self.end_headers()
-            self.wfile.write(data)
+            self.wfile.write(data[: len(data) // 2] if reply.truncate else data)
+            if reply.truncate:
+                self.close_connection = True
 
         def log_message(self, *args):
             pass
@@ -44,4 +71,5 @@ def serve(respond: Respond) -> Iterator[FakeServer]:
     try:
         yield server
     finally:
+        server.stopping.set()
         httpd.shutdown()

@@ -1,53 +1,76 @@
 """LLM-backed agents against model servers of our own on 127.0.0.1 (never a real API)."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
-from fake_servers import serve
+from fake_servers import Reply, serve
 
 from asi_jax.agents.base import Record, ResearchContext
 from asi_jax.agents.llm import (
+    LLMAnalyser,
     LLMConfig,
     LLMError,
     LLMJudge,
     LLMResearcher,
+    LLMUnavailable,
+    MemorySink,
+    ReplyRefused,
     extract_code,
     make_client,
+    retry_after_seconds,
 )
 from asi_jax.candidates.policy import check_source
-from asi_jax.evolution.config import from_config_dict
+from asi_jax.evolution.config import complete_config, from_config_dict
 from asi_jax.evolution.controller import Controller
 from asi_jax.tasks.linear_attention import LinearAttentionTask
 from asi_jax.tasks.linear_attention.contract import MIXER
+from asi_jax.train.config import convert
 
 GOOD = (Path(__file__).parent / "candidates" / "good_gated_delta.py").read_text()
-PROPOSAL = (
-    '```json\n{"name": "Gated Delta + Conv!", "motivation": "Forget stale pairs (Gated '
-    'DeltaNet entry).", "idea_origins": [{"idea": "gate", "origin": "cognition", "evidence": '
-    '"Gated DeltaNet"}, {"idea": "x", "origin": "magic"}]}\n```\nHere is the code:\n'
-    f"```python\n{GOOD}```\n"
-)
-
+FIELDS = {
+    "name": "Gated Delta + Conv!",
+    "motivation": "Forget stale pairs (Gated DeltaNet entry).",
+    "idea_origins": [
+        {"idea": "gate", "origin": "cognition", "evidence": "Gated DeltaNet"},
+        {"idea": "x", "origin": "magic"},
+    ],
+}
+PROPOSAL = f"```json\n{json.dumps(FIELDS)}\n```\nHere is the code:\n```python\n{GOOD}```\n"
+PROPOSAL_JSON = json.dumps({**FIELDS, "code": GOOD})  # what a JSON schema asks for
+KEY = "sk-test-0123456789abcdef"
+PROVIDERS = ["openai", "gemini"]
 TASK = LinearAttentionTask()
 
 
-def _chat(provider: str, text: str) -> dict:
-    """A model reply in the provider's wire format."""
+def _chat(provider: str, text: str, usage: tuple[int, int] = (0, 0)) -> dict:
+    """A model reply in the provider's wire format, with its token counts."""
     if provider == "openai":
-        return {"choices": [{"message": {"role": "assistant", "content": text}}]}
+        return {
+            "choices": [{"message": {"role": "assistant", "content": text},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
+                      "total_tokens": sum(usage)},
+        }  # fmt: skip
     return {
         "candidates": [
             {"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}
-        ]
-    }
+        ],
+        "usageMetadata": {"promptTokenCount": usage[0], "candidatesTokenCount": usage[1],
+                          "totalTokenCount": sum(usage)},
+    }  # fmt: skip
 
 
-def _replying(provider: str, replies: list[tuple[int, str]]):
-    """A server answering with `replies` in order, then with an empty JSON object."""
+def _replying(provider: str, replies: list):
+    """A server answering with `replies` in order ((status, text) or a Reply), then with an
+    empty JSON object."""
 
     def respond(path, body):
-        status, text = replies.pop(0) if replies else (200, "{}")
+        reply = replies.pop(0) if replies else (200, "{}")
+        if isinstance(reply, Reply):
+            return reply
+        status, text = reply
         return status, _chat(provider, text) if status == 200 else {"error": {"message": "x"}}
 
     return serve(respond)
@@ -55,17 +78,29 @@ def _replying(provider: str, replies: list[tuple[int, str]]):
 
 @pytest.fixture(autouse=True)
 def llm_key(monkeypatch):
-    monkeypatch.setenv("TEST_LLM_KEY", "sk-test")
+    monkeypatch.setenv("TEST_LLM_KEY", KEY)
 
 
 def _config(url, provider="openai", **kw):
-    return LLMConfig(
-        provider=provider,
-        model="test-model",
-        base_url=url,
-        api_key_env="TEST_LLM_KEY",
-        retry_seconds=0.01,
-        **kw,
+    """An LLMConfig from nested mappings, as a config file gives them."""
+    values = dict(provider=provider, model="test-model", base_url=url,
+                  api_key_env="TEST_LLM_KEY", retry_seconds=0.01)  # fmt: skip
+    return convert(LLMConfig, {**values, **kw})
+
+
+def _prompt(provider: str, body: dict) -> str:
+    """The user message of a request."""
+    if provider == "openai":
+        return body["messages"][1]["content"]
+    return body["contents"][0]["parts"][0]["text"]
+
+
+def _schema_asked(provider: str, body: dict) -> bool:
+    if provider == "openai":
+        return body.get("response_format", {}).get("type") == "json_schema"
+    settings = body.get("generationConfig", {})
+    return settings.get("responseMimeType") == "application/json" and bool(
+        settings.get("responseJsonSchema")
     )
 
 
@@ -99,63 +134,270 @@ def _context():
     )
 
 
-@pytest.mark.parametrize("provider", ["openai", "gemini"])
-def test_researcher_proposes_a_policy_clean_candidate(provider):
-    with _replying(provider, [(200, PROPOSAL)]) as server:
-        researcher = LLMResearcher(make_client(_config(server.url, provider)), TASK)
-        proposal = researcher.propose(_context())
+def _check_proposal(proposal):
     assert proposal.name == "gated-delta-conv"
     assert check_source(proposal.code, MIXER) == []
     assert [o["origin"] for o in proposal.idea_origins] == ["cognition"]  # "magic" dropped
-    path, body, headers = server.requests[0]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize(
+    "reply",
+    [PROPOSAL_JSON, PROPOSAL, f"Sure, here it is:\n{PROPOSAL_JSON}\nHope it helps."],
+    ids=["schema", "free-form", "json-in-prose"],
+)
+def test_researcher_proposes_from_a_schema_reply_or_free_text(provider, reply):
+    with _replying(provider, [(200, reply)]) as server:
+        researcher = LLMResearcher(make_client(_config(server.url, provider)), TASK)
+        _check_proposal(researcher.propose(_context()))
+    ((path, body, headers),) = server.requests
+    headers = {k.lower(): v for k, v in headers.items()}
     text = json.dumps(body)
     assert "recall drops with more pairs" in text and "class Mixer(nnx.Module)" in text
+    assert _schema_asked(provider, body)  # "auto" asks for the schema first
+    assert '"code": the complete candidate file' in _prompt(provider, body)
     if provider == "openai":
-        assert path == "/chat/completions" and headers["Authorization"] == "Bearer sk-test"
+        assert path == "/chat/completions" and headers["authorization"] == f"Bearer {KEY}"
         assert body["messages"][0]["role"] == "system"
+        schema = body["response_format"]["json_schema"]["schema"]
     else:
         assert path.endswith("models/test-model:generateContent")
-        assert headers["x-goog-api-key"] == "sk-test"
+        assert headers["x-goog-api-key"] == KEY
+        schema = body["generationConfig"]["responseJsonSchema"]
+    assert schema["required"] == ["name", "motivation", "idea_origins", "code"]
     assert researcher.name.startswith("llm-researcher:")
 
 
-def test_transient_errors_are_retried_and_others_are_not():
-    replies = [(500, ""), (429, ""), (200, f"```python\n{GOOD}```"), (400, "")]
-    with _replying("openai", replies) as server:
-        researcher = LLMResearcher(make_client(_config(server.url)), TASK)
-        assert researcher.revise("old code", "stage finite failed") == GOOD
-        assert len(server.requests) == 3
-        with pytest.raises(LLMError, match=r"chat request to .* failed"):
-            make_client(_config(server.url)).complete("s", "p")
-        assert len(server.requests) == 4  # a 400 is not retried
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_text_mode_asks_for_a_fenced_block_and_no_schema(provider):
+    with _replying(provider, [(200, PROPOSAL)]) as server:
+        client = make_client(_config(server.url, provider, structured_output="text"))
+        _check_proposal(LLMResearcher(client, TASK).propose(_context()))
+    body = server.requests[0][1]
+    assert not _schema_asked(provider, body)
+    assert "in one ```python block" in _prompt(provider, body)
 
 
-def test_unusable_replies_fail_clearly():
-    replies = [
-        (200, "I would rather not."),
-        (200, "no code here"),
-        (200, '{"score": 42, "rationale": "wow"}'),
-    ]
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_analyser_and_judge_read_schema_replies(provider):
+    analysis = {"report": "conv helped", "problem_summary": "long contexts", "lesson": ""}
+    replies = [(200, json.dumps(analysis)), (200, '{"score": 7, "rationale": "sound"}')]
+    with _replying(provider, replies) as server:
+        client = make_client(_config(server.url, provider))
+        result = LLMAnalyser(client, TASK).analyse(_record(), None, [])
+        score = LLMJudge(client, TASK).judge(_record(), nearest_similarity=0.2, population=[])
+    assert (result.report, result.problem_summary, result.lesson) == (
+        "conv helped", "long contexts", None)  # fmt: skip
+    assert score == (7.0, "sound")
+    assert all(_schema_asked(provider, body) for _, body, _ in server.requests)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_refused_reply_is_asked_again_saying_why(provider):
+    sink = MemorySink()
+    replies = [(200, "I would rather not."), (200, '{"score": 42}'), (200, '{"score": 3}')]
+    with _replying(provider, replies) as server:
+        client = make_client(_config(server.url, provider), sink)
+        judge = LLMJudge(client, TASK)
+        assert judge.judge(_record(), nearest_similarity=0.2, population=[])[0] == 3.0
+    prompts = [_prompt(provider, body) for _, body, _ in server.requests]
+    assert "refused" not in prompts[0]
+    assert "Your previous reply was refused: the reply's JSON does not parse" in prompts[1]
+    assert "score must be a number in [1, 10], got 42" in prompts[2]
+    assert [(r.attempt, r.role, r.error is None) for r in sink.records] == [
+        (1, "judge", False), (2, "judge", False), (3, "judge", True)]  # fmt: skip
+    assert (
+        sink.records[0].error.startswith("refused: ")
+        and len({r.call_id for r in sink.records}) == 1
+    )
+    assert sink.records[0].reply == "I would rather not."
+
+
+def test_a_cut_off_reply_says_so():
+    cut = _chat("openai", '{"score": 4, "rati')
+    cut["choices"][0]["finish_reason"] = "length"
+    with _replying("openai", [Reply(200, cut), (200, '{"score": 4, "rationale": ""}')]) as server:
+        judge = LLMJudge(make_client(_config(server.url)), TASK)
+        assert judge.judge(_record(), nearest_similarity=0.2, population=[])[0] == 4.0
+    assert "(the reply ended with length)" in _prompt("openai", server.requests[1][1])
+
+
+def test_unusable_replies_fail_clearly_after_the_retries():
+    replies = [(200, "I would rather not."), (200, "no code here")]
+    replies += [(200, '{"score": 42, "rationale": "wow"}')] * 2
     with _replying("openai", replies) as server:
-        client = make_client(_config(server.url))
-        with pytest.raises(LLMError, match=r"JSON does not parse|no ```python"):
+        client = make_client(_config(server.url, reply_retries=1))
+        with pytest.raises(ReplyRefused, match=r"JSON does not parse.*\(2 replies"):
             LLMResearcher(client, TASK).propose(_context())
         assert LLMResearcher(client, TASK).revise("x", "error") is None  # gives up, no crash
-        with pytest.raises(LLMError, match=r"score must be a number in \[1, 10\]"):
+        with pytest.raises(ReplyRefused, match=r"score must be a number in \[1, 10\]"):
             LLMJudge(client, TASK).judge(_record(), nearest_similarity=0.2, population=[])
+        assert len(server.requests) == 6
     with pytest.raises(LLMError, match=r"no ```python code block"):
         extract_code("just prose")
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_garbage_and_truncated_bodies_are_retried(provider):
+    whole = json.dumps(_chat(provider, f"```python\n{GOOD}```")).encode()
+    replies = [Reply(200, b"<html>garbage"), Reply(200, whole, truncate=True),
+               Reply(200, whole)]  # fmt: skip
+    with _replying(provider, replies) as server:
+        client = make_client(_config(server.url, provider))
+        assert LLMResearcher(client, TASK).revise("old code", "stage finite failed") == GOOD
+    assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_retry_after_is_honoured(provider):
+    busy = Reply(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "1"})
+    with _replying(provider, [busy, (200, '{"score": 5, "rationale": "ok"}')]) as server:
+        client = make_client(_config(server.url, provider))
+        assert LLMJudge(client, TASK).judge(_record(), nearest_similarity=0.2, population=[])
+    first, second = server.times
+    assert second - first >= 0.95  # not the 0.01 s backoff
+
+
+def test_retry_after_takes_seconds_or_an_http_date():
+    assert retry_after_seconds("3") == 3.0 and retry_after_seconds(None) is None
+    now = 1_700_000_000.0  # Tue, 14 Nov 2023 22:13:20 GMT
+    assert retry_after_seconds("Tue, 14 Nov 2023 22:13:50 GMT", now=now) == 30.0
+    assert retry_after_seconds("Tue, 14 Nov 2023 22:00:00 GMT", now=now) == 0.0
+    assert retry_after_seconds("soon") is None
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_server_errors_are_retried_then_unavailable(provider):
+    boom = Reply(500, {"error": {"message": "boom: the GPU fell over"}})
+    with _replying(provider, [boom] * 3) as server:
+        client = make_client(_config(server.url, provider, max_retries=2))
+        with pytest.raises(LLMUnavailable, match=r"HTTP 500.*boom: the GPU fell over.*3 requests"):
+            LLMResearcher(client, TASK).propose(_context())
+    assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_rejected_request_keeps_the_servers_words(provider):
+    too_long = Reply(400, {"error": {"message": "maximum context length exceeded"}})
+    with _replying(provider, [too_long] * 2) as server:
+        client = make_client(_config(server.url, provider, structured_output="json_schema"))
+        with pytest.raises(LLMError, match="maximum context length exceeded") as error:
+            LLMJudge(client, TASK).judge(_record(), nearest_similarity=0.2, population=[])
+        assert not isinstance(error.value, (LLMUnavailable, ReplyRefused))
+        assert len(server.requests) == 1  # not retried
+        server.respond = lambda path, body: too_long
+        auto = make_client(_config(server.url, provider))  # asks once more in free text
+        for _ in range(2):
+            with pytest.raises(LLMError, match="maximum context length exceeded"):
+                LLMJudge(auto, TASK).judge(_record(), nearest_similarity=0.2, population=[])
+        asked = [_schema_asked(provider, body) for _, body, _ in server.requests[1:]]
+        assert asked == [True, False, True, False]  # free text did no better: schemas stay
+        denied = Reply(401, {"error": {"message": "API key not valid"}})
+        server.respond = lambda path, body: denied
+        with pytest.raises(LLMUnavailable, match="API key not valid"):
+            LLMJudge(client, TASK).judge(_record(), nearest_similarity=0.2, population=[])
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_auto_falls_back_to_free_text_where_schemas_are_rejected(provider):
+    def respond(path, body):
+        if _schema_asked(provider, body):
+            return Reply(400, {"error": {"message": "response_format is not supported"}})
+        return 200, _chat(provider, '```json\n{"score": 6, "rationale": "fine"}\n```')
+
+    log = []
+    with serve(respond) as server:
+        judge = LLMJudge(make_client(_config(server.url, provider), log=log.append), TASK)
+        for _ in range(2):
+            assert judge.judge(_record(), nearest_similarity=0.2, population=[])[0] == 6.0
+    assert [_schema_asked(provider, body) for _, body, _ in server.requests] == [
+        True, False, False]  # fmt: skip
+    assert any("response_format is not supported" in line for line in log)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_hang_is_bounded_by_the_roles_timeout(provider):
+    with serve(lambda path, body: Reply(hang=True)) as server:
+        config = _config(server.url, provider, timeout_seconds=60.0, max_retries=1,
+                         roles={"judge": {"timeout_seconds": 0.3}})  # fmt: skip
+        judge = LLMJudge(make_client(config), TASK)
+        started = time.monotonic()
+        with pytest.raises(LLMUnavailable, match=r"no answer.*2 requests"):
+            judge.judge(_record(), nearest_similarity=0.2, population=[])
+    assert time.monotonic() - started < 5 and len(server.requests) == 2
+
+
+def test_connection_refused_is_unavailable():
+    client = make_client(_config("http://127.0.0.1:9/v1", max_retries=1))
+    with pytest.raises(LLMUnavailable, match=r"no answer"):
+        LLMJudge(client, TASK).judge(_record(), nearest_similarity=0.2, population=[])
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_calls_are_accounted_and_recorded(provider):
+    sink, log = MemorySink(), []
+    reply = _chat(provider, '{"score": 5, "rationale": "ok"}', usage=(1200, 300))
+    with serve(lambda path, body: (200, reply)) as server:
+        priced = _config(server.url, provider, prices=[("test-model", 2.0, 10.0)],
+                         roles={"judge": {"temperature": 0.1}})  # fmt: skip
+        for config in (priced, _config(server.url, provider, prices=())):
+            judge = LLMJudge(make_client(config, sink, log.append), TASK)
+            for _ in range(2):
+                judge.judge(_record(), nearest_similarity=0.2, population=[])
+    first, _, unpriced, _ = sink.records
+    assert (first.tokens_in, first.tokens_out) == (1200, 300)
+    assert first.cost_usd == pytest.approx((1200 * 2.0 + 300 * 10.0) / 1e6)
+    assert unpriced.cost_usd == 0.0 and unpriced.tokens_in == 1200
+    assert sum("no price for 'test-model'" in line for line in log) == 1  # warned once
+    assert (first.role, first.provider, first.model, first.attempt) == (
+        "judge", provider, "test-model", 1)  # fmt: skip
+    assert first.system.startswith("You are the judge") and "Score its novelty" in first.prompt
+    assert first.reply == '{"score": 5, "rationale": "ok"}' and first.error is None
+    assert first.latency_seconds > 0 and first.structured and first.started_at > 1e9
+    body = server.requests[0][1]
+    temperature = body.get("temperature", body.get("generationConfig", {}).get("temperature"))
+    assert temperature == pytest.approx(0.1)  # the judge's own
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_the_api_key_is_never_recorded_or_raised(provider):
+    def echo(path, body):
+        return Reply(500, {"error": {"message": f"bad request; headers: Bearer {KEY}"}})
+
+    sink, log = MemorySink(), []
+    with serve(echo) as server:
+        client = make_client(_config(server.url, provider, max_retries=1), sink, log.append)
+        with pytest.raises(LLMUnavailable) as error:
+            LLMJudge(client, TASK).judge(_record(), nearest_similarity=0.2, population=[])
+    assert len(sink.records) == 2 and log
+    seen = [str(error.value), repr(error.value), *log] + [repr(r) for r in sink.records]
+    assert all(KEY not in text for text in seen) and "[api key]" in str(error.value)
+    assert error.value.__cause__ is None and error.value.__context__ is None  # no SDK error
+
+
 def test_missing_key_is_named(monkeypatch):
     monkeypatch.delenv("TEST_LLM_KEY", raising=False)
-    with pytest.raises(LLMError, match=r"\$TEST_LLM_KEY"):
+    with pytest.raises(LLMUnavailable, match=r"\$TEST_LLM_KEY"):
         make_client(LLMConfig(provider="openai", api_key_env="TEST_LLM_KEY"))
+    assert make_client(LLMConfig(provider="openai", api_key_env="")).name == "openai:gemini-2.5-pro"
+
+
+def test_role_settings_override_the_llm_wide_ones_from_the_command_line():
+    config = complete_config({"llm": {"timeout_seconds": 30.0}})
+    config.llm.roles.judge.temperature = 0.2  # what --config.llm.roles.judge.temperature does
+    llm = from_config_dict(config).llm
+    judge, researcher = llm.role("judge"), llm.role("researcher")
+    assert (judge.temperature, judge.timeout_seconds) == (0.2, 30.0)
+    assert (researcher.temperature, researcher.timeout_seconds) == (0.7, 30.0)
+    with pytest.raises(ValueError, match="structured_output"):
+        LLMConfig(structured_output="xml")
+    with pytest.raises(ValueError, match="prices"):
+        LLMConfig(prices=(("m", -1.0, 2.0),))
 
 
 def test_controller_records_bad_llm_replies_as_rejections(tmp_path):
     replies = [(200, '{"score": 5, "rationale": "a baseline"}')]  # judges deltanet
-    replies += [(200, "no usable reply")] * 3
+    replies += [(200, "no usable reply")] * 9
     with _replying("openai", replies) as server:
         _run_controller_with_bad_replies(server.url, tmp_path)
 

@@ -1,13 +1,14 @@
 """The one place agents are made: the task's offline roles, or LLM-backed ones that fall back
 to them.
 
-    agents = make_agents("llm", llm_config, task, log)
+    agents = make_agents("llm", llm_config, task, log, calls=sink)  # sink(CallRecord)
     proposal, by = agents.researcher.call("propose", context)
 
-An LLM role whose reply cannot be used (`LLMError`) hands that call to the task's offline
-role, and the call's result says which agent produced it, so every record names its author.
-A researcher's failure is not handed over: the controller records it as a rejected proposal
-and tries again (a model's bad reply should not silently become a grammar proposal).
+An LLM role whose call fails (`LLMError`: a refused reply, and for now also an unavailable
+model, `LLMUnavailable`) hands that call to the task's offline role, and the call's result
+says which agent produced it, so every record names its author. A researcher's failure is
+not handed over: the controller records it as a rejected proposal and tries again (a model's
+bad reply should not silently become a grammar proposal).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asi_jax.agents.llm import (
+    CallSink,
     LLMAnalyser,
     LLMConfig,
     LLMError,
@@ -61,17 +63,18 @@ class Agents:
                 "judge": self.judge.name}  # fmt: skip
 
 
-def make_agents(kind: str, llm: LLMConfig, task: Task,
-                log: Callable[[str], None] = print) -> Agents:  # fmt: skip
+def make_agents(kind: str, llm: LLMConfig, task: Task, log: Callable[[str], None] = print,
+                calls: CallSink | None = None) -> Agents:  # fmt: skip
     """The task's offline agents (`kind` "offline"), or LLM ones on `llm` ("llm") with the
-    offline analyser and judge standing in for unusable replies."""
+    offline analyser and judge standing in for unusable replies; every request to the model
+    is recorded in `calls`."""
     researcher, analyser, judge = task.offline_agents()
     if kind == "offline":
         return Agents(Role(researcher, None, log), Role(analyser, None, log),
                       Role(judge, None, log))  # fmt: skip
     if kind != "llm":
         raise ValueError(f"agents are 'offline' or 'llm', got {kind!r}")
-    client = make_client(llm)
+    client = make_client(llm, calls, log)
     return Agents(Role(LLMResearcher(client, task), None, log),
                   Role(LLMAnalyser(client, task), analyser, log),
                   Role(LLMJudge(client, task), judge, log))  # fmt: skip

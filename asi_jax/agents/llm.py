@@ -1,140 +1,536 @@
 """LLM-backed agents: researcher, analyser and judge, on Gemini (google-genai) or any
-OpenAI-compatible chat endpoint.
+OpenAI-compatible chat endpoint (the openai SDK: OpenAI, vLLM, Ollama, llama.cpp, ...).
 
 Only the controller talks to the model; the API key is read from the controller's own
-environment and never reaches a candidate's sandbox. A reply that cannot be used (no code
-block, bad JSON, a score off the scale) raises `LLMError` with what was wrong, and the
-controller records it as a rejected proposal instead of stopping the run.
+environment, never reaches a candidate's sandbox, and is scrubbed from every error, record and
+log line. Each role asks for a reply of a known shape (`ReplyForm`): a JSON schema where the
+endpoint enforces one, else a JSON object and a ```python block in free text; either reply
+becomes the same `Proposal`, `Analysis`, score or code. Failures come in two kinds:
+
+- `ReplyRefused`: the model answered, but nothing usable (no code, bad JSON, a score off the
+  scale), after `reply_retries` more tries that each say why the last reply was refused;
+- `LLMUnavailable`: no answer (connection refused, timeouts, 429/5xx after `max_retries`
+  retries that honour Retry-After, a rejected key, an unknown model): a run should stop.
+
+Both are `LLMError`s, as is a request the server rejects (HTTP 400, e.g. a prompt over the
+context length: the server's words are kept). Every request is accounted (tokens from the
+provider's usage fields, latency, dollars from `LLMConfig.prices`) in a `CallRecord` handed to
+the client's sink.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import email.utils
 import json
 import os
 import re
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+import uuid
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from asi_jax.agents.base import Analysis, Proposal, Record, ResearchContext
 
 if TYPE_CHECKING:
     from asi_jax.tasks.base import Task
 
+T = TypeVar("T")
+ROLES = ("researcher", "reviser", "analyser", "judge")
+STRUCTURED_OUTPUT = ("auto", "json_schema", "text")
+
 
 class LLMError(RuntimeError):
-    pass
+    """A call to the model gave nothing usable (also: a request the server rejected)."""
+
+
+class ReplyRefused(LLMError):
+    """The model answered, but its reply cannot be used; another try may do better."""
+
+
+class LLMUnavailable(LLMError):
+    """The model gave no answer (network, timeouts, overload, key or model rejected): the
+    run should stop rather than count it against a candidate."""
+
+
+# ------------------------------------------------------------------------------------------
+# Configuration.
+
+
+@dataclasses.dataclass(frozen=True)
+class RoleConfig:
+    """One role's overrides of the llm-wide settings. A negative value keeps the llm-wide
+    one (negative, not None: None fields cannot be overridden on the command line)."""
+
+    temperature: float = -1.0
+    timeout_seconds: float = -1.0
+    max_retries: int = -1
+    reply_retries: int = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class RolesConfig:
+    researcher: RoleConfig = RoleConfig()  # proposes candidates
+    reviser: RoleConfig = RoleConfig()  # repairs a failing candidate (the researcher's revise)
+    analyser: RoleConfig = RoleConfig()
+    judge: RoleConfig = RoleConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class RoleSettings:
+    """A role's settings after its overrides."""
+
+    temperature: float
+    timeout_seconds: float
+    max_retries: int
+    reply_retries: int
+
+
+# List prices in US dollars per million tokens (input, output) when written; check them.
+DEFAULT_PRICES = (
+    ("gemini-2.5-pro", 1.25, 10.0),
+    ("gemini-2.5-flash", 0.30, 2.50),
+    ("gpt-4.1", 2.0, 8.0),
+    ("gpt-4.1-mini", 0.40, 1.60),
+    ("gpt-4o", 2.50, 10.0),
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class LLMConfig:
     provider: str = "gemini"  # "gemini" or "openai" (any OpenAI-compatible endpoint)
     model: str = "gemini-2.5-pro"
-    base_url: str = ""  # empty: the provider's default
-    api_key_env: str = "GEMINI_API_KEY"
+    base_url: str = ""  # empty: the provider's default; e.g. http://127.0.0.1:8000/v1 (vLLM)
+    api_key_env: str = "GEMINI_API_KEY"  # "" for an openai endpoint that needs no key
+    # "json_schema": replies constrained to each role's JSON schema; "text": a JSON object and
+    # a ```python block in free text; "auto": json_schema, until the endpoint rejects it.
+    structured_output: str = "auto"
     temperature: float = 0.7
-    timeout_seconds: float = 300.0
-    max_retries: int = 3  # transient failures (network, 5xx, 429) are retried with backoff
-    retry_seconds: float = 2.0  # the first backoff; doubles each retry
+    timeout_seconds: float = 300.0  # bounds each request
+    max_retries: int = 3  # requests that got no answer (network, 429, 5xx) are retried
+    retry_seconds: float = 2.0  # the first backoff; doubles each retry; Retry-After wins
+    retry_max_seconds: float = 600.0  # the longest wait between requests, Retry-After too
+    reply_retries: int = 2  # refused replies are asked again, saying why
+    roles: RolesConfig = RolesConfig()  # per-role overrides of the five settings above
+    # (model, input $/Mtok, output $/Mtok); a model not listed costs 0 (with a warning)
+    prices: tuple[tuple[str, float, float], ...] = DEFAULT_PRICES
 
+    def __post_init__(self):
+        if self.provider not in ("gemini", "openai"):
+            raise ValueError(f"llm.provider must be 'gemini' or 'openai', got {self.provider!r}")
+        if self.structured_output not in STRUCTURED_OUTPUT:
+            raise ValueError(f"llm.structured_output must be one of {STRUCTURED_OUTPUT}, got "
+                             f"{self.structured_output!r}")  # fmt: skip
+        prices = []
+        for entry in self.prices:
+            ok = isinstance(entry, (list, tuple)) and len(entry) == 3
+            if (
+                not ok
+                or not isinstance(entry[0], str)
+                or not all(isinstance(x, (int, float)) and x >= 0 for x in entry[1:])
+            ):
+                raise ValueError(f"llm.prices entries are (model, input $/Mtok, output $/Mtok), "
+                                 f"got {entry!r}")  # fmt: skip
+            prices.append((entry[0], float(entry[1]), float(entry[2])))
+        object.__setattr__(self, "prices", tuple(prices))
+        for role in ROLES:
+            self.role(role)  # checks the values
 
-class LLMClient(Protocol):
-    name: str
+    def role(self, name: str) -> RoleSettings:
+        """`name`'s settings: its overrides over the llm-wide values."""
+        override = getattr(self.roles, name)
+        settings = RoleSettings(**{
+            f.name: getattr(override, f.name) if getattr(override, f.name) >= 0
+            else getattr(self, f.name) for f in dataclasses.fields(RoleSettings)
+        })  # fmt: skip
+        if settings.timeout_seconds <= 0 or settings.max_retries < 0 or settings.reply_retries < 0:
+            raise ValueError(f"llm ({name}): timeout_seconds must be > 0 and the retries >= 0, "
+                             f"got {settings}")  # fmt: skip
+        return settings
 
-    def complete(self, system: str, prompt: str) -> str: ...
-
-
-def _api_key(config: LLMConfig) -> str:
-    key = os.environ.get(config.api_key_env)
-    if not key:
-        raise LLMError(f"the {config.provider} agents need an API key in ${config.api_key_env}")
-    return key
-
-
-def _retrying(call, config: LLMConfig, what: str) -> str:
-    delay = config.retry_seconds
-    for attempt in range(config.max_retries + 1):
-        try:
-            return call()
-        except LLMError:
-            raise
-        except Exception as e:  # network errors and server errors of either SDK
-            status = getattr(e, "code", None) or getattr(e, "status_code", None)
-            transient = status is None or status == 429 or (isinstance(status, int)
-                                                              and status >= 500)  # fmt: skip
-            if not transient or attempt == config.max_retries:
-                raise LLMError(f"{what} failed: {e}") from e
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
-
-
-class GeminiClient:
-    def __init__(self, config: LLMConfig):
-        from google import genai
-        from google.genai import types
-
-        options = types.HttpOptions(base_url=config.base_url) if config.base_url else None
-        self._client = genai.Client(api_key=_api_key(config), http_options=options)
-        self._types, self.config = types, config
-        self.name = f"gemini:{config.model}"
-
-    def complete(self, system: str, prompt: str) -> str:
-        settings = self._types.GenerateContentConfig(
-            system_instruction=system, temperature=self.config.temperature
-        )
-        response = _retrying(
-            lambda: self._client.models.generate_content(
-                model=self.config.model, contents=prompt, config=settings
-            ),
-            self.config, f"Gemini request to {self.config.model}",
-        )  # fmt: skip
-        if not response.text:
-            raise LLMError(f"Gemini {self.config.model} returned no text")
-        return response.text
-
-
-class OpenAIClient:
-    """Chat completions over HTTP (stdlib only): OpenAI, vLLM, llama.cpp, Ollama, ..."""
-
-    def __init__(self, config: LLMConfig):
-        self.config, self._key = config, _api_key(config)
-        self.url = (config.base_url or "https://api.openai.com/v1").rstrip("/")
-        self.name = f"openai:{config.model}"
-
-    def _post(self, body: dict) -> dict:
-        request = urllib.request.Request(
-            f"{self.url}/chat/completions", data=json.dumps(body).encode(), method="POST",
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self._key}"},
-        )  # fmt: skip
-        with urllib.request.urlopen(request, timeout=self.config.timeout_seconds) as response:
-            return json.loads(response.read())
-
-    def complete(self, system: str, prompt: str) -> str:
-        body = {"model": self.config.model, "temperature": self.config.temperature,
-                "messages": [{"role": "system", "content": system},
-                             {"role": "user", "content": prompt}]}  # fmt: skip
-        reply = _retrying(lambda: self._post(body), self.config,
-                          f"chat request to {self.url}")  # fmt: skip
-        try:
-            return reply["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            raise LLMError(f"unexpected chat completion: {json.dumps(reply)[:300]}") from None
-
-
-def make_client(config: LLMConfig) -> LLMClient:
-    if config.provider == "gemini":
-        return GeminiClient(config)
-    if config.provider == "openai":
-        return OpenAIClient(config)
-    raise ValueError(f"unknown LLM provider {config.provider!r}; expected 'gemini' or 'openai'")
+    def price(self, model: str) -> tuple[float, float] | None:
+        """(input, output) dollars per million tokens of `model`, None when not listed."""
+        return next(((i, o) for m, i, o in self.prices if m == model), None)
 
 
 # ------------------------------------------------------------------------------------------
-# Parsing replies.
+# Audit.
+
+
+@dataclasses.dataclass(frozen=True)
+class CallRecord:
+    """One request to the model as the audit trail keeps it. The requests of one `ask`
+    share `call_id` and count `attempt` from 1 (retries after no answer and after refused
+    replies alike). The API key is never in it."""
+
+    call_id: str
+    role: str  # one of ROLES
+    provider: str
+    model: str
+    system: str
+    prompt: str  # the user message as sent, format instructions and refusal notes included
+    reply: str  # the reply's text; "" when none came
+    tokens_in: int
+    tokens_out: int
+    latency_seconds: float
+    cost_usd: float
+    error: str | None  # None: the reply was used
+    attempt: int
+    structured: bool  # whether a JSON schema was asked for
+    started_at: float  # unix time
+
+
+CallSink = Callable[[CallRecord], None]
+
+
+class MemorySink:
+    """Keeps every record in memory (tests, and runs without a database)."""
+
+    def __init__(self):
+        self.records: list[CallRecord] = []
+
+    def __call__(self, record: CallRecord) -> None:
+        self.records.append(record)
+
+
+# ------------------------------------------------------------------------------------------
+# Transports: one request to a provider, its failures in one shape.
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    text: str
+    tokens_in: int
+    tokens_out: int
+    finish: str | None  # the provider's finish reason, e.g. "stop", "length", "MAX_TOKENS"
+
+
+class _Failed(Exception):
+    """A request without a reply: `status` None for no HTTP answer at all."""
+
+    def __init__(self, status: int | None, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.status, self.message, self.retry_after = status, message, retry_after
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A Retry-After header's wait in seconds: delay-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _gemini_retry_delay(details: Any) -> float | None:
+    """Gemini's google.rpc.RetryInfo delay ("30s") in an error body, when it sends one."""
+    match = re.search(r'"retryDelay":\s*"([\d.]+)s"', json.dumps(details))
+    return float(match.group(1)) if match else None
+
+
+def _http_errors() -> tuple[type[Exception], ...]:
+    """Transport-level errors of the HTTP libraries the SDKs use (httpx, or its fork)."""
+    import httpx
+
+    kinds: list[type[Exception]] = [httpx.HTTPError, httpx.StreamError]
+    try:
+        import httpx2
+
+        kinds += [httpx2.HTTPError, httpx2.StreamError]
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
+class _OpenAITransport:
+    def __init__(self, config: LLMConfig, key: str):
+        import openai
+
+        self._openai, self.config = openai, config
+        self._client = openai.OpenAI(api_key=key or "no-key", base_url=config.base_url or None,
+                                     max_retries=0, timeout=config.timeout_seconds)  # fmt: skip
+        self.where = str(self._client.base_url).rstrip("/")
+
+    def send(self, system: str, prompt: str, settings: RoleSettings,
+             schema: tuple[str, dict] | None) -> Completion:  # fmt: skip
+        extra: dict[str, Any] = {}
+        if schema:
+            extra["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": schema[0], "schema": schema[1], "strict": True}}  # fmt: skip
+        try:
+            reply = self._client.chat.completions.create(
+                model=self.config.model, temperature=settings.temperature,
+                timeout=settings.timeout_seconds,
+                messages=[{"role": "system", "content": system},
+                          {"role": "user", "content": prompt}], **extra,
+            )  # fmt: skip
+        except self._openai.APIStatusError as e:
+            headers = e.response.headers
+            raise _Failed(e.status_code, _body(e.response),
+                          retry_after_seconds(headers.get("retry-after"))) from None  # fmt: skip
+        except (self._openai.APIError, ValueError, *_http_errors()) as e:
+            raise _Failed(None, f"{type(e).__name__}: {e}") from None
+        choices = getattr(reply, "choices", None) or []
+        message = getattr(choices[0], "message", None) if choices else None
+        usage = getattr(reply, "usage", None)
+        return Completion(
+            text=(getattr(message, "content", None) or "") if message else "",
+            tokens_in=getattr(usage, "prompt_tokens", None) or 0,
+            tokens_out=getattr(usage, "completion_tokens", None) or 0,
+            finish=getattr(choices[0], "finish_reason", None) if choices else None,
+        )
+
+
+class _GeminiTransport:
+    def __init__(self, config: LLMConfig, key: str):
+        from google import genai
+        from google.genai import errors, types
+
+        self._errors, self._types, self.config = errors, types, config
+        options = types.HttpOptions(base_url=config.base_url or None,
+                                    timeout=round(config.timeout_seconds * 1000))  # fmt: skip
+        self._client = genai.Client(api_key=key, http_options=options)
+        self.where = config.base_url or "the Gemini API"
+
+    def send(self, system: str, prompt: str, settings: RoleSettings,
+             schema: tuple[str, dict] | None) -> Completion:  # fmt: skip
+        types = self._types
+        settings_ = types.GenerateContentConfig(
+            system_instruction=system, temperature=settings.temperature,
+            http_options=types.HttpOptions(timeout=round(settings.timeout_seconds * 1000)),
+            **({"response_mime_type": "application/json", "response_json_schema": schema[1]}
+               if schema else {}),
+        )  # fmt: skip
+        try:
+            reply = self._client.models.generate_content(
+                model=self.config.model, contents=prompt, config=settings_
+            )
+        except self._errors.APIError as e:
+            response = getattr(e, "response", None)
+            header = response.headers.get("retry-after") if response is not None else None
+            wait = retry_after_seconds(header)
+            if wait is None:
+                wait = _gemini_retry_delay(e.details)
+            raise _Failed(e.code, json.dumps(e.details)[:4000], wait) from None
+        except (self._errors.UnknownApiResponseError, ValueError, *_http_errors()) as e:
+            raise _Failed(None, f"{type(e).__name__}: {e}") from None
+        candidates = reply.candidates or []
+        finish = candidates[0].finish_reason if candidates else None
+        usage = reply.usage_metadata
+        text = "".join(p.text or "" for c in candidates[:1] if c.content
+                       for p in c.content.parts or [] if not p.thought)  # fmt: skip
+        return Completion(
+            text=text,
+            tokens_in=(usage.prompt_token_count or 0) if usage else 0,
+            tokens_out=((usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0))
+            if usage else 0,
+            finish=getattr(finish, "value", finish),
+        )  # fmt: skip
+
+
+def _body(response: Any) -> str:
+    try:
+        return response.text[:4000]
+    except Exception:  # a body that cannot be read still leaves its status
+        return "(unreadable body)"
+
+
+# ------------------------------------------------------------------------------------------
+# The client: retries, structured output, accounting and the audit trail.
+
+
+@dataclasses.dataclass
+class _Call:
+    """One `ask`: what its requests' records share, and how many requests it made."""
+
+    role: str
+    system: str
+    id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:16])
+    attempt: int = 0
+
+
+def _api_key(config: LLMConfig) -> str:
+    if config.provider == "openai" and not config.api_key_env:
+        return ""  # a local server without keys
+    key = os.environ.get(config.api_key_env)
+    if not key:
+        raise LLMUnavailable(
+            f"the {config.provider} agents need an API key in ${config.api_key_env}"
+        )
+    return key
+
+
+class LLMClient:
+    """A provider's model behind `ask`, which returns a role's parsed reply or raises
+    `ReplyRefused`, `LLMUnavailable` or `LLMError`. Every request goes to `sink`."""
+
+    def __init__(self, config: LLMConfig, sink: CallSink | None = None,
+                 log: Callable[[str], None] = print):  # fmt: skip
+        self.config, self.sink = config, sink
+        self._key = _api_key(config)
+        transport = _GeminiTransport if config.provider == "gemini" else _OpenAITransport
+        self._transport = transport(config, self._key)
+        self.name = f"{config.provider}:{config.model}"
+        self._log = log
+        self._schema_rejected = False  # "auto" found that the endpoint rejects JSON schemas
+        self._unpriced_warned = False
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "[api key]") if len(self._key) >= 4 else text
+
+    def log(self, line: str) -> None:
+        self._log(self._scrub(line))
+
+    def _structured(self) -> bool:
+        mode = self.config.structured_output
+        return mode == "json_schema" or (mode == "auto" and not self._schema_rejected)
+
+    def _cost(self, completion: Completion) -> float:
+        price = self.config.price(self.config.model)
+        if price is None:
+            if not self._unpriced_warned:
+                self._unpriced_warned = True
+                self.log(f"llm: no price for {self.config.model!r} in llm.prices; its calls "
+                         "are counted at $0")  # fmt: skip
+            return 0.0
+        return (completion.tokens_in * price[0] + completion.tokens_out * price[1]) / 1e6
+
+    def _record(self, call: _Call, prompt: str, completion: Completion | None, latency: float,
+                started: float, error: str | None, structured: bool) -> None:  # fmt: skip
+        if self.sink is None:
+            return
+        done = completion or Completion("", 0, 0, None)
+        self.sink(CallRecord(
+            call_id=call.id, role=call.role, provider=self.config.provider,
+            model=self.config.model, system=self._scrub(call.system),
+            prompt=self._scrub(prompt), reply=self._scrub(done.text),
+            tokens_in=done.tokens_in, tokens_out=done.tokens_out, latency_seconds=latency,
+            cost_usd=self._cost(done) if completion else 0.0,
+            error=self._scrub(error) if error is not None else None, attempt=call.attempt,
+            structured=structured, started_at=started,
+        ))  # fmt: skip
+
+    def _request(self, call: _Call, prompt: str, settings: RoleSettings,
+                 schema: tuple[str, dict] | None) -> tuple[Completion, float, float]:  # fmt: skip
+        """One reply (with its latency and start time), through `max_retries` retries of
+        requests that got none."""
+        what = f"{self.name} at {self._transport.where}"
+        delay = self.config.retry_seconds
+        for retry in range(settings.max_retries + 1):
+            call.attempt += 1
+            started, clock = time.time(), time.monotonic()
+            try:
+                completion = self._transport.send(call.system, prompt, settings, schema)
+                return completion, time.monotonic() - clock, started
+            except _Failed as e:
+                failure = e
+            latency = time.monotonic() - clock
+            if failure.status is None:
+                message = f"{what}: no answer ({failure.message})"
+            else:
+                message = f"{what}: HTTP {failure.status}: {failure.message}"
+            message = self._scrub(message)
+            self._record(call, prompt, None, latency, started, message, schema is not None)
+            status = failure.status
+            if status in (401, 403, 404):
+                raise LLMUnavailable(f"{message} (check llm.model, llm.base_url and the key)")
+            if status is not None and status < 500 and status not in (408, 429):
+                raise LLMError(message)  # the request itself is wrong; so is a retry
+            if retry == settings.max_retries:
+                raise LLMUnavailable(f"{message} ({retry + 1} requests, none answered)")
+            wait = failure.retry_after if failure.retry_after is not None else delay
+            wait = min(wait, self.config.retry_max_seconds)
+            self.log(f"llm: {message}; retrying in {wait:.1f}s")
+            time.sleep(wait)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    def ask(self, role: str, system: str, prompt: str, form: ReplyForm[T]) -> T:
+        """`form`'s result from the model's reply to `prompt` in `role`'s settings."""
+        settings = self.config.role(role)
+        call = _Call(role, system)
+        note = reason = ""
+        for _ in range(settings.reply_retries + 1):
+            structured = self._structured()
+            text = f"{prompt}\n\n{form.instruction(structured)}{note}"
+            schema = (form.name, form.schema) if structured else None
+            try:
+                completion, latency, started = self._request(call, text, settings, schema)
+            except LLMError as e:
+                if (type(e) is not LLMError or not structured
+                        or self.config.structured_output != "auto"):  # fmt: skip
+                    raise
+                # The endpoint may not take JSON schemas: ask once in free text, and keep to
+                # free text if that is answered.
+                text = f"{prompt}\n\n{form.instruction(False)}{note}"
+                completion, latency, started = self._request(call, text, settings, None)
+                self._schema_rejected, structured = True, False
+                self.log(f"llm: {self.name} rejected a JSON-schema request ({e}); asking for "
+                         "free text from now on")  # fmt: skip
+            try:
+                result = form.build(parse_reply(completion.text, form))
+            except ReplyRefused as e:
+                reason = str(e)
+                if completion.finish and completion.finish.lower() != "stop":
+                    reason += f" (the reply ended with {completion.finish})"
+                self._record(call, text, completion, latency, started, f"refused: {reason}",
+                             structured)  # fmt: skip
+                note = (f"\n\nYour previous reply was refused: {reason}. Reply again, in "
+                        "exactly the format asked for.")  # fmt: skip
+                continue
+            self._record(call, text, completion, latency, started, None, structured)
+            return result
+        raise ReplyRefused(
+            self._scrub(f"{reason} ({settings.reply_retries + 1} replies from {self.name} refused)")
+        )
+
+
+def make_client(config: LLMConfig, sink: CallSink | None = None,
+                log: Callable[[str], None] = print) -> LLMClient:  # fmt: skip
+    """The client of `config`'s provider; its requests are recorded in `sink`."""
+    return LLMClient(config, sink, log)
+
+
+# ------------------------------------------------------------------------------------------
+# Reply forms and parsing.
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplyForm(Generic[T]):
+    """The fields a role's reply must hold and how they become its result. `fields` maps a
+    name to (its JSON schema, what it holds in words); a "code" field comes in a ```python
+    block in free text. `build` raises `ReplyRefused` for a reply it cannot use."""
+
+    name: str
+    fields: dict[str, tuple[dict[str, Any], str]]
+    build: Callable[[dict[str, Any]], T]
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        """The reply's JSON schema, strict (every field required, no others)."""
+        return _object({k: s for k, (s, _) in self.fields.items()})
+
+    def instruction(self, structured: bool) -> str:
+        """How the prompt asks for the reply: one JSON object, or free text."""
+        words = {k: w for k, (_, w) in self.fields.items()}
+        code = None if structured else words.pop("code", None)
+        obj = "{" + ", ".join(f'"{k}": {w}' for k, w in words.items()) + "}"
+        if code is None:
+            return f"Reply with one JSON object {obj}."
+        if not words:
+            return f"Reply with {code} in one ```python block."
+        return f"Reply with a JSON object {obj} and then {code} in one ```python block."
+
+
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(properties),
+            "additionalProperties": False}  # fmt: skip
 
 
 def extract_code(reply: str) -> str:
@@ -142,7 +538,7 @@ def extract_code(reply: str) -> str:
     fenced = re.findall(r"```([\w+-]*)[ \t]*\n(.*?)```", reply, re.DOTALL)
     blocks = [body for label, body in fenced if label.lower() in ("python", "py", "")]
     if not blocks:
-        raise LLMError("the reply has no ```python code block")
+        raise ReplyRefused("the reply has no ```python code block")
     return blocks[-1].strip() + "\n"
 
 
@@ -153,16 +549,95 @@ def extract_json(reply: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise LLMError(f"the reply's JSON does not parse: {e.msg}") from None
+        raise ReplyRefused(f"the reply's JSON does not parse: {e.msg}") from None
     if not isinstance(value, dict):
-        raise LLMError("the reply's JSON is not an object")
+        raise ReplyRefused("the reply's JSON is not an object")
     return value
+
+
+def parse_reply(reply: str, form: ReplyForm) -> dict[str, Any]:
+    """A reply's fields: the reply as one JSON object (what a schema asks for), else a JSON
+    object in free text with the code in it or in a ```python block (what a server without
+    schemas may send)."""
+    text = re.sub(r"^```(?:json)?\s*\n(.*)\n```$", r"\1", reply.strip(), flags=re.DOTALL)
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        whole = None
+    if isinstance(whole, dict) and ("code" not in form.fields or "code" in whole):
+        return whole
+    values = extract_json(reply.split("```python")[0] + "\n") if set(form.fields) - {"code"} else {}
+    if "code" in form.fields and not isinstance(values.get("code"), str):
+        values["code"] = extract_code(reply)
+    return values
 
 
 def _field(values: dict, key: str, kind: type = str):
     if not isinstance(values.get(key), kind):
-        raise LLMError(f"the reply's JSON lacks {key!r} ({kind.__name__})")
+        raise ReplyRefused(f"the reply's JSON lacks {key!r} ({kind.__name__})")
     return values[key]
+
+
+def _code(values: dict) -> str:
+    code = _field(values, "code")
+    code = extract_code(code) if "```" in code else code.strip() + "\n"
+    if not code.strip():
+        raise ReplyRefused("the reply's code is empty")
+    return code
+
+
+_CODE = ({"type": "string"}, "the complete candidate file")
+ORIGINS = ("cognition", "analysis", "original")
+
+
+def _proposal(values: dict) -> Proposal:
+    name = re.sub(r"[^a-z0-9-]+", "-", _field(values, "name").lower()).strip("-")[:60]
+    origins = values.get("idea_origins")
+    origins = [o for o in origins if isinstance(o, dict) and o.get("origin") in ORIGINS] \
+        if isinstance(origins, list) else []  # fmt: skip
+    return Proposal(name or "llm-candidate", _field(values, "motivation"), _code(values), None,
+                    origins)  # fmt: skip
+
+
+PROPOSAL = ReplyForm("proposal", {
+    "name": ({"type": "string"}, "short-kebab-case"),
+    "motivation": ({"type": "string"},
+                   "why this design should work, citing the research or lessons it uses"),
+    "idea_origins": ({"type": "array", "items": _object({
+        "idea": {"type": "string"}, "origin": {"type": "string", "enum": list(ORIGINS)},
+        "evidence": {"type": "string"}})},
+        '[{"idea": ..., "origin": "cognition" | "analysis" | "original", "evidence": ...}]'),
+    "code": _CODE,
+}, _proposal)  # fmt: skip
+
+REVISION = ReplyForm("revision", {"code": (_CODE[0], "the complete corrected file")}, _code)
+
+
+def _analysis(values: dict) -> Analysis:
+    lesson = values.get("lesson")
+    return Analysis(_field(values, "report"), _field(values, "problem_summary"),
+                    lesson if isinstance(lesson, str) and lesson.strip() else None)  # fmt: skip
+
+
+ANALYSIS = ReplyForm("analysis", {
+    "report": ({"type": "string"}, "what changed and what it did"),
+    "problem_summary": ({"type": "string"}, "the remaining weakness, in one or two sentences "
+                        "that describe the experimental situation"),
+    "lesson": ({"type": "string"}, "one reusable sentence"),
+}, _analysis)  # fmt: skip
+
+
+def _judgement(values: dict) -> tuple[float, str]:
+    score = values.get("score")
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not 1 <= score <= 10:
+        raise ReplyRefused(f"the judge's score must be a number in [1, 10], got {score!r}")
+    return float(score), str(values.get("rationale", ""))
+
+
+JUDGEMENT = ReplyForm("judgement", {
+    "score": ({"type": "number"}, "a number from 1 to 10"),
+    "rationale": ({"type": "string"}, "text"),
+}, _judgement)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------
@@ -201,13 +676,7 @@ def research_prompt(context: ResearchContext, task: Task) -> str:
             f"### {r.entry.title} ({r.entry.source})\n{r.entry.design_insight}\n"
             f"Innovation: {r.entry.algorithmic_innovation}\n"
             f"Guidance: {r.entry.implementation_guidance}" for r in context.cognition))  # fmt: skip
-    parts.append(
-        "## Task\nPropose one new candidate that addresses the analysis. Reply with a JSON object "
-        '{"name": short-kebab-case, "motivation": why this design should work, citing the '
-        'research or lessons it uses, "idea_origins": [{"idea": ..., "origin": "cognition" | '
-        '"analysis" | "original", "evidence": ...}]} and then the complete candidate file in '
-        "one ```python block."
-    )
+    parts.append("## Task\nPropose one new candidate that addresses the analysis.")
     return "\n\n".join(parts)
 
 
@@ -217,22 +686,14 @@ class LLMResearcher:
         self.name = f"llm-researcher:{client.name}"
 
     def propose(self, context: ResearchContext) -> Proposal:
-        reply = self.client.complete(
-            researcher_system(self.task), research_prompt(context, self.task)
-        )
-        values, code = extract_json(reply.split("```python")[0] + "\n"), extract_code(reply)
-        name = re.sub(r"[^a-z0-9-]+", "-", _field(values, "name").lower()).strip("-")[:60]
-        origins = [o for o in values.get("idea_origins", []) if isinstance(o, dict)
-                   and o.get("origin") in ("cognition", "analysis", "original")]  # fmt: skip
-        return Proposal(name or "llm-candidate", _field(values, "motivation"), code, None,
-                        origins)  # fmt: skip
+        return self.client.ask("researcher", researcher_system(self.task),
+                               research_prompt(context, self.task), PROPOSAL)  # fmt: skip
 
     def revise(self, source: str, error: str) -> str | None:
         prompt = (f"This candidate failed.\n\n```python\n{source}\n```\n\nError:\n{error}\n\n"
-                  "Fix the cause, keeping the design's idea. Reply with the complete corrected "
-                  "file in one ```python block.")  # fmt: skip
+                  "Fix the cause, keeping the design's idea.")  # fmt: skip
         try:
-            return extract_code(self.client.complete(researcher_system(self.task), prompt))
+            return self.client.ask("reviser", researcher_system(self.task), prompt, REVISION)
         except LLMError:
             return None  # the engineer records the last failure; the run goes on
 
@@ -253,20 +714,10 @@ class LLMAnalyser:
         lines += [
             f"- sibling {s.name}: {_figures(s, self.task)}" for s in siblings if s.id != record.id
         ]
-        lines.append(
-            'Reply with a JSON object {"report": what changed and what it did, '
-            '"problem_summary": the remaining weakness, in one or two sentences that describe '
-            'the experimental situation, "lesson": one reusable sentence}.'
-        )
         system = ("You are the analyser of an automated discovery loop: compare a result "
                   "with its parent and siblings and say what was learned.\n\n"
                   + self.task.contract)  # fmt: skip
-        values = extract_json(self.client.complete(system, "\n\n".join(lines)))
-        return Analysis(
-            _field(values, "report"),
-            _field(values, "problem_summary"),
-            values.get("lesson") if isinstance(values.get("lesson"), str) else None,
-        )
+        return self.client.ask("analyser", system, "\n\n".join(lines), ANALYSIS)
 
 
 class LLMJudge:
@@ -281,13 +732,8 @@ class LLMJudge:
             f"## Candidate {record.name}\n{record.motivation}\n\n```python\n{record.code}\n```\n\n"
             f"Its motivation has cosine similarity {nearest_similarity:.2f} to the nearest "
             f"earlier one; {len(population)} designs came before it.\n"
-            "Score its novelty and soundness from 1 to 10. Reply with a JSON object "
-            '{"score": number, "rationale": text}.'
+            "Score its novelty and soundness from 1 to 10."
         )
         system = ("You are the judge of an automated discovery loop: rate how novel and "
                   "sound a proposed candidate is.\n\n" + self.task.contract)  # fmt: skip
-        values = extract_json(self.client.complete(system, prompt))
-        score = values.get("score")
-        if not isinstance(score, (int, float)) or not 1 <= score <= 10:
-            raise LLMError(f"the judge's score must be a number in [1, 10], got {score!r}")
-        return float(score), str(values.get("rationale", ""))
+        return self.client.ask("judge", system, prompt, JUDGEMENT)
