@@ -136,22 +136,25 @@ def test_a_fatal_error_cancels_the_evaluations_in_flight(tmp_path, monkeypatch):
     monkeypatch.setattr(engineer, "run_worker", stub)
     config = _config(baselines=["deltanet"])
     with Controller(config, tmp_path, log=lambda line: None) as controller:
-        propose, proposed = controller.propose, []
+        begin, begun = controller._begin_proposal, []
 
-        def propose_then_fail():
-            if proposed:
+        def begin_then_fail():  # the proposal after the first one breaks
+            if begun:
                 raise RuntimeError("the researcher broke")
-            proposed.append(propose())
-            return proposed[-1]
+            attempt = begin()
+            if attempt is not None:
+                begun.append(attempt)
+            return attempt
 
-        controller.propose = propose_then_fail
+        controller._begin_proposal = begin_then_fail
         started = time.monotonic()
         with pytest.raises(RuntimeError, match="the researcher broke"):
             controller.run()
         assert time.monotonic() - started < 30  # cancelled, not waited for
         assert stub.saw_cancel.is_set()
+        (proposed,) = [c for c in controller.db.candidates() if c["kind"] == "candidate"]
         status = controller.db.query("SELECT status FROM evaluations WHERE candidate_id = ?",
-                                     proposed[0]["id"])  # fmt: skip
+                                     proposed["id"])  # fmt: skip
         assert status == [{"status": "pending"}]  # a resumed run redoes it
     board = json.loads((tmp_path / "leaderboard.json").read_text())
     assert board["run"] == {"state": "failed", "reason": "the researcher broke",

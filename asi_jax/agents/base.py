@@ -32,6 +32,7 @@ class Record:
     metrics: dict[str, Any] | None = None
     failure_stage: str | None = None
     failure_reason: str | None = None
+    analysis: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Record:
@@ -50,6 +51,8 @@ class ResearchContext:
     component_effects: dict[tuple[str, Any], tuple[float, int]]
     known_designs: frozenset[str]  # design keys already proposed (to avoid repeats)
     seed: int
+    mode: str = "full"
+    second_parent: Record | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Proposal:
     code: str
     design: dict[str, Any] | None
     idea_origins: list[dict[str, str]]  # [{idea, origin: cognition|analysis|original, evidence}]
+    mode: str = "full"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,7 @@ from asi_jax.agents.llm import (
     LLMError,
     LLMJudge,
     LLMResearcher,
+    Transport,
     make_client,
 )
 from asi_jax.tasks.base import Task
@@ -64,17 +65,18 @@ class Agents:
 
 
 def make_agents(kind: str, llm: LLMConfig, task: Task, log: Callable[[str], None] = print,
-                calls: CallSink | None = None) -> Agents:  # fmt: skip
+                calls: CallSink | None = None,
+                transport: Transport | None = None) -> Agents:  # fmt: skip
     """The task's offline agents (`kind` "offline"), or LLM ones on `llm` ("llm") with the
     offline analyser and judge standing in for unusable replies; every request to the model
-    is recorded in `calls`."""
+    is recorded in `calls`; `transport` replaces the network (a replay)."""
     researcher, analyser, judge = task.offline_agents()
     if kind == "offline":
         return Agents(Role(researcher, None, log), Role(analyser, None, log),
                       Role(judge, None, log))  # fmt: skip
     if kind != "llm":
         raise ValueError(f"agents are 'offline' or 'llm', got {kind!r}")
-    client = make_client(llm, calls, log)
+    client = make_client(llm, calls, log, transport)
     return Agents(Role(LLMResearcher(client, task), None, log),
                   Role(LLMAnalyser(client, task), analyser, log),
                   Role(LLMJudge(client, task), judge, log))  # fmt: skip

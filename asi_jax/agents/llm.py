@@ -28,7 +28,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from asi_jax.agents.base import Analysis, Proposal, Record, ResearchContext
 
@@ -114,8 +114,19 @@ class LLMConfig:
     roles: RolesConfig = RolesConfig()  # per-role overrides of the five settings above
     # (model, input $/Mtok, output $/Mtok); a model not listed costs 0 (with a warning)
     prices: tuple[tuple[str, float, float], ...] = DEFAULT_PRICES
+    # The controller's answer to an outage: after this many proposals in a row got no answer
+    # (LLMUnavailable) it pauses proposing for pause_seconds; after stop_after_failures it
+    # stops the run with "LLM unavailable: ...". Evaluations in flight are recorded meanwhile.
+    pause_after_failures: int = 3
+    pause_seconds: float = 60.0
+    stop_after_failures: int = 6
 
     def __post_init__(self):
+        if not 1 <= self.pause_after_failures <= self.stop_after_failures:
+            raise ValueError(
+                "llm: 1 <= pause_after_failures <= stop_after_failures must hold, "
+                f"got {self.pause_after_failures} and {self.stop_after_failures}"
+            )
         if self.provider not in ("gemini", "openai"):
             raise ValueError(f"llm.provider must be 'gemini' or 'openai', got {self.provider!r}")
         if self.structured_output not in STRUCTURED_OUTPUT:
@@ -205,7 +216,7 @@ class Completion:
     finish: str | None  # the provider's finish reason, e.g. "stop", "length", "MAX_TOKENS"
 
 
-class _Failed(Exception):
+class RequestFailed(Exception):
     """A request without a reply: `status` None for no HTTP answer at all."""
 
     def __init__(self, status: int | None, message: str, retry_after: float | None = None):
@@ -248,6 +259,15 @@ def _http_errors() -> tuple[type[Exception], ...]:
     return tuple(kinds)
 
 
+class Transport(Protocol):
+    """One request to a model: a `Completion`, or `RequestFailed`."""
+
+    where: str  # for messages: the endpoint
+
+    def send(self, system: str, prompt: str, settings: RoleSettings,
+             schema: tuple[str, dict] | None) -> Completion: ...  # fmt: skip
+
+
 class _OpenAITransport:
     def __init__(self, config: LLMConfig, key: str):
         import openai
@@ -272,10 +292,10 @@ class _OpenAITransport:
             )  # fmt: skip
         except self._openai.APIStatusError as e:
             headers = e.response.headers
-            raise _Failed(e.status_code, _body(e.response),
+            raise RequestFailed(e.status_code, _body(e.response),
                           retry_after_seconds(headers.get("retry-after"))) from None  # fmt: skip
         except (self._openai.APIError, ValueError, *_http_errors()) as e:
-            raise _Failed(None, f"{type(e).__name__}: {e}") from None
+            raise RequestFailed(None, f"{type(e).__name__}: {e}") from None
         choices = getattr(reply, "choices", None) or []
         message = getattr(choices[0], "message", None) if choices else None
         usage = getattr(reply, "usage", None)
@@ -317,9 +337,9 @@ class _GeminiTransport:
             wait = retry_after_seconds(header)
             if wait is None:
                 wait = _gemini_retry_delay(e.details)
-            raise _Failed(e.code, json.dumps(e.details)[:4000], wait) from None
+            raise RequestFailed(e.code, json.dumps(e.details)[:4000], wait) from None
         except (self._errors.UnknownApiResponseError, ValueError, *_http_errors()) as e:
-            raise _Failed(None, f"{type(e).__name__}: {e}") from None
+            raise RequestFailed(None, f"{type(e).__name__}: {e}") from None
         candidates = reply.candidates or []
         finish = candidates[0].finish_reason if candidates else None
         usage = reply.usage_metadata
@@ -371,11 +391,16 @@ class LLMClient:
     `ReplyRefused`, `LLMUnavailable` or `LLMError`. Every request goes to `sink`."""
 
     def __init__(self, config: LLMConfig, sink: CallSink | None = None,
-                 log: Callable[[str], None] = print):  # fmt: skip
+                 log: Callable[[str], None] = print, transport: Transport | None = None
+                 ) -> None:  # fmt: skip
         self.config, self.sink = config, sink
-        self._key = _api_key(config)
-        transport = _GeminiTransport if config.provider == "gemini" else _OpenAITransport
-        self._transport = transport(config, self._key)
+        if transport is None:
+            self._key = _api_key(config)
+            kind = _GeminiTransport if config.provider == "gemini" else _OpenAITransport
+            transport = kind(config, self._key)
+        else:  # a recorded run replayed (asi_jax.agents.replay): no network, no key
+            self._key = ""
+        self._transport = transport
         self.name = f"{config.provider}:{config.model}"
         self._log = log
         self._schema_rejected = False  # "auto" found that the endpoint rejects JSON schemas
@@ -428,7 +453,7 @@ class LLMClient:
             try:
                 completion = self._transport.send(call.system, prompt, settings, schema)
                 return completion, time.monotonic() - clock, started
-            except _Failed as e:
+            except RequestFailed as e:
                 failure = e
             latency = time.monotonic() - clock
             if failure.status is None:
@@ -492,9 +517,11 @@ class LLMClient:
 
 
 def make_client(config: LLMConfig, sink: CallSink | None = None,
-                log: Callable[[str], None] = print) -> LLMClient:  # fmt: skip
-    """The client of `config`'s provider; its requests are recorded in `sink`."""
-    return LLMClient(config, sink, log)
+                log: Callable[[str], None] = print,
+                transport: Transport | None = None) -> LLMClient:  # fmt: skip
+    """The client of `config`'s provider (or of `transport`, which replaces the network);
+    its requests are recorded in `sink`."""
+    return LLMClient(config, sink, log, transport)
 
 
 # ------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from asi_jax.train import config as train_config
 from asi_jax.train.config import ExperimentConfig, complete, convert
 
 AGENT_KINDS = ("offline", "llm")
+EDIT_MODES = ("full", "diff", "crossover")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,15 +37,16 @@ class BudgetConfig:
     candidates: int = 20  # proposals that pass the novelty check (evaluated or failed)
     wall_seconds: float = 0.0  # over all resumptions of the run
     compute_seconds: float = 0.0  # summed sandbox seconds of every evaluation
+    usd: float = 0.0  # dollars spent on language-model calls (llm.prices)
 
     def __post_init__(self):
-        for name in ("candidates", "wall_seconds", "compute_seconds"):
+        for name in ("candidates", "wall_seconds", "compute_seconds", "usd"):
             if getattr(self, name) < 0:
                 raise ValueError(f"budget.{name} must be >= 0 (0: no limit), got "
                                  f"{getattr(self, name)}")  # fmt: skip
-        if not (self.candidates or self.wall_seconds or self.compute_seconds):
-            raise ValueError("budget: candidates, wall_seconds and compute_seconds are all 0, "
-                             "so exploration would never end; set at least one")  # fmt: skip
+        if not (self.candidates or self.wall_seconds or self.compute_seconds or self.usd):
+            raise ValueError("budget: candidates, wall_seconds, compute_seconds and usd are all "
+                             "0, so exploration would never end; set at least one")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +138,11 @@ class EvolutionConfig:
     cognition: CognitionConfig = CognitionConfig()
     novelty_threshold: float = 0.97  # reject a motivation this similar to an earlier one
     max_proposal_tries: int = 10  # per slot, before the researcher is considered exhausted
+    # How an LLM researcher proposes, drawn per proposal with these weights: "full" (a whole
+    # file), "diff" (search/replace blocks against the parent's file), "crossover" (two
+    # parents). Offline researchers propose whole designs whatever is drawn.
+    edit_modes: tuple[tuple[str, float], ...] = (("full", 0.4), ("diff", 0.4),
+                                                 ("crossover", 0.2))  # fmt: skip
     islands: IslandConfig = IslandConfig()
     check: Any = None  # the task's check settings (a mapping or its check_config); None: defaults
     limits: StageLimits = StageLimits()
@@ -162,6 +169,14 @@ class EvolutionConfig:
         if self.reference_baseline not in self.baselines:
             raise ValueError(f"reference_baseline {self.reference_baseline!r} must be one of "
                              f"the baselines {list(self.baselines)}")  # fmt: skip
+        modes = tuple((str(m), float(w)) for m, w in self.edit_modes)
+        if (not modes or any(m not in EDIT_MODES or w < 0 for m, w in modes)
+                or sum(w for _, w in modes) <= 0):  # fmt: skip
+            raise ValueError(
+                f"edit_modes are (mode, weight) pairs, modes among {EDIT_MODES}, "
+                f"weights >= 0 and not all 0; got {self.edit_modes!r}"
+            )
+        object.__setattr__(self, "edit_modes", modes)
         for name in ("workers", "max_attempts", "max_proposal_tries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

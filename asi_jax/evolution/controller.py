@@ -38,13 +38,14 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from queue import Empty, SimpleQueue
 from typing import Any
 
 import numpy as np
 
-from asi_jax.agents.base import Record, ResearchContext, component_effects
-from asi_jax.agents.factory import Agents, make_agents
-from asi_jax.agents.llm import LLMError
+from asi_jax.agents.base import Proposal, Record, ResearchContext, component_effects
+from asi_jax.agents.factory import Agents, Role, make_agents
+from asi_jax.agents.llm import LLMError, LLMUnavailable, Transport
 from asi_jax.candidates import isolation
 from asi_jax.candidates.engineer import EngineerConfig, Result, code_hash, revise, run_candidate
 from asi_jax.candidates.sandbox import Cancelled
@@ -89,6 +90,26 @@ def _changed_keys(stored: dict, current: dict) -> list[str]:
     return sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Attempt:
+    """One proposal in the making: what the controller thread read for the researcher."""
+
+    island: int
+    researcher: Role
+    context: ResearchContext
+    round_number: int
+    started: float
+
+    def run(self) -> tuple[Proposal | None, str | None, LLMError | None]:
+        """(proposal, its author, None) or (None, None, the error): the researcher's call,
+        which may wait on a model (the proposer thread)."""
+        try:
+            proposal, by = self.researcher.call("propose", self.context)
+        except LLMError as e:
+            return None, None, e
+        return proposal, by, None
+
+
 def _now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
@@ -98,7 +119,10 @@ class Controller:
     releases the workdir and the database."""
 
     def __init__(self, config: EvolutionConfig, workdir: str | Path,
-                 log: Callable[[str], None] = print):  # fmt: skip
+                 log: Callable[[str], None] = print, llm_transport: Transport | None = None
+                 ) -> None:  # fmt: skip
+        """`llm_transport` replaces the language models' network (a replay, see
+        scripts/replay.py)."""
         self.config, self.log = config, log
         self.task = get_task(config.task)
         self._exit = contextlib.ExitStack()
@@ -107,7 +131,7 @@ class Controller:
             self.isolation = self._sandbox_layers(config)
             self.db = Database(self.workdir / DATABASE)
             self._exit.callback(self.db.close)
-            self._open(config)
+            self._open(config, llm_transport)
         except BaseException:
             self._exit.close()
             raise
@@ -130,7 +154,7 @@ class Controller:
                  "our own code; model-written ones would need them)")  # fmt: skip
         return layers
 
-    def _open(self, config: EvolutionConfig) -> None:
+    def _open(self, config: EvolutionConfig, llm_transport: Transport | None) -> None:
         current = json.loads(json.dumps(to_dict(config)))
         stored = self.db.get_meta("config")
         if stored is None:
@@ -162,13 +186,20 @@ class Controller:
             warn=self.log,
         )  # fmt: skip
         kinds = sorted({config.agents_of(i) for i in range(config.islands.count)})
-        self._agents = {kind: make_agents(kind, config.llm, self.task, self.log)
+        self._calls: SimpleQueue = SimpleQueue()  # CallRecords, to the database
+        self._exit.callback(self._drain_calls)  # before the database closes
+        self._agents = {kind: make_agents(kind, config.llm, self.task, self.log,
+                                          calls=self._calls.put, transport=llm_transport)
                         for kind in kinds}  # fmt: skip
         self.novelty = NoveltyIndex(self.embedder, self.db,
                                     [c["motivation"] for c in self.db.candidates()])  # fmt: skip
         self._wall_before = float(self.db.get_meta("wall_seconds") or 0.0)
         self._started = time.monotonic()
         self._researcher_exhausted = False
+        self._rejections_in_row = 0  # proposals rejected since the last accepted one
+        self._unanswered = 0  # proposals in a row whose model gave no answer (LLMUnavailable)
+        self._paused_until = 0.0  # monotonic time before which no proposal is made
+        self._llm_unavailable: str | None = None  # set after too many unanswered proposals
         self._cancel = threading.Event()  # set when the run stops: kills sandboxes in flight
         self._state: dict[str, Any] | None = None  # running / finished / failed / interrupted
 
@@ -216,6 +247,8 @@ class Controller:
         """None while exploration may continue, else which budget ran out."""
         if used := state.budget_used(self.db, self.config, self.elapsed()):
             return used
+        if self._llm_unavailable:
+            return self._llm_unavailable
         if self._researcher_exhausted:
             return "the researcher found no novel design"
         return None
@@ -299,8 +332,39 @@ class Controller:
 
     def propose(self) -> dict | None:
         """A new candidate, stored and queued for exploration; None when the reference
-        baseline is not scored yet, a budget is used up, or the researcher is exhausted."""
-        if self.budget_left() is not None:
+        baseline is not scored yet, a budget is used up, the researcher is exhausted or its
+        model is unavailable. Waits out an outage's pause. (The run itself proposes through
+        the same two steps, with the model's call in its own thread: `run_stage`.)"""
+        while True:
+            attempt = self._begin_proposal()
+            if attempt is None:
+                pause = self._paused_until - time.monotonic()
+                if pause > 0 and self.budget_left() is None:
+                    time.sleep(pause)
+                    continue
+                return None
+            if (candidate := self._finish_proposal(attempt, attempt.run())) is not None:
+                return candidate
+
+    def _with_analysis(self, record: Record) -> Record:
+        analysis = self.db.analysis(record.id, "explore")
+        return dataclasses.replace(record, analysis=analysis["report"] if analysis else None)
+
+    def _relevant_lessons(self, summary: str, k: int = 8) -> list[str]:
+        """The stored lessons closest to the problem at hand (by the cognition embedder),
+        most relevant first, as ASI-Arch retrieves experience."""
+        lessons = list(dict.fromkeys(self.db.lessons(limit=500)))
+        if len(lessons) <= k:
+            return lessons
+        vectors = self.embedder.embed(lessons, "document")
+        query = self.embedder.embed([summary], "query")[0]
+        order = np.argsort(-(vectors @ query), kind="stable")[:k]
+        return [lessons[i] for i in order]
+
+    def _begin_proposal(self) -> _Attempt | None:
+        """What the researcher's next call needs, read from the database (controller thread);
+        None when no proposal may be made now."""
+        if self.budget_left() is not None or time.monotonic() < self._paused_until:
             return None
         if not any(r.name == self.config.reference_baseline for r in self.ranked("explore")):
             return None
@@ -313,66 +377,115 @@ class Controller:
             raise EvolutionError(f"island {island} has no scored member its researcher "
                                  f"{researcher.name} can build on (the baselines "
                                  f"{list(self.config.baselines)} have no design?)")  # fmt: skip
-        effects = component_effects(self.records("explore"), self.task.design_changes)
-        known = frozenset(self.task.design_key(c["design"]) for c in self.db.candidates()
-                          if c["design"])  # fmt: skip
-        hashes = {c["code_hash"] for c in self.db.candidates()}
-        round_number = proposed + 1
-        for _ in range(self.config.max_proposal_tries):
-            tries = self.db.proposals_tried()
-            rng = np.random.default_rng([self.config.seed, tries])
-            parent, references = sample(ranked, self.config.sampling, rng)
-            analysis = self.db.analysis(parent.id, "explore")
-            summary = analysis["problem_summary"] if analysis else "no analysis yet"
-            context = ResearchContext(
-                parent=parent, references=references,
-                cognition=self.cognition.retrieve(summary, self.config.cognition.top_k),
-                problem_summary=summary, lessons=self.db.lessons(),
-                component_effects=effects, known_designs=known,
-                seed=int(rng.integers(2**31)),
-            )  # fmt: skip
-            started = time.monotonic()
-            try:
-                proposal, by = researcher.call("propose", context)
-            except LLMError as e:  # an unusable reply: recorded, and the next try goes on
-                self.db.add_rejection(round_number, "-", f"researcher error: {e}", "")
-                self.log(f"[explore] researcher error: {e}")
-                continue
+        tries = self.db.proposals_tried()
+        rng = np.random.default_rng([self.config.seed, tries])
+        parent, references = sample(ranked, self.config.sampling, rng)
+        analysis = self.db.analysis(parent.id, "explore")
+        summary = analysis["problem_summary"] if analysis else "no analysis yet"
+        seed = int(rng.integers(2**31))
+        modes, weights = zip(*self.config.edit_modes, strict=True)
+        mode = str(rng.choice(modes, p=np.asarray(weights) / sum(weights)))
+        others = [r for r in ranked if r.id != parent.id]
+        second = others[int(rng.integers(len(others)))] if mode == "crossover" and others else None
+        if mode == "crossover" and second is None:
+            mode = "full"  # a population of one has no second parent
+        context = ResearchContext(
+            parent=self._with_analysis(parent),
+            references=[self._with_analysis(r) for r in references],
+            cognition=self.cognition.retrieve(summary, self.config.cognition.top_k),
+            problem_summary=summary, lessons=self._relevant_lessons(summary),
+            component_effects=component_effects(self.records("explore"),
+                                                self.task.design_changes),
+            known_designs=frozenset(self.task.design_key(c["design"])
+                                    for c in self.db.candidates() if c["design"]),
+            seed=seed, mode=mode,
+            second_parent=second and self._with_analysis(second),
+        )  # fmt: skip
+        return _Attempt(island, researcher, context, proposed + 1, time.monotonic())
+
+    def _finish_proposal(self, attempt: _Attempt, outcome: tuple) -> dict | None:
+        """Checks and stores the researcher's answer (controller thread): the new candidate,
+        queued for exploration, or None (rejected, recorded; or no answer)."""
+        proposal, by, error = outcome
+        self._drain_calls()
+        round_number = attempt.round_number
+        if isinstance(error, LLMUnavailable):
+            self._unanswered += 1
+            llm = self.config.llm
+            self.log(f"[explore] the researcher's model did not answer ({error}); "
+                     f"{self._unanswered} proposal(s) in a row")  # fmt: skip
+            if self._unanswered >= llm.stop_after_failures:
+                self._llm_unavailable = f"LLM unavailable: {error}"
+                self.log(
+                    f"[explore] {self._unanswered} proposals in a row got no answer: "
+                    "stopping the run once the evaluations in flight are recorded"
+                )
+            elif self._unanswered >= llm.pause_after_failures:
+                self._paused_until = time.monotonic() + llm.pause_seconds
+                self.log(f"[explore] proposing paused for {llm.pause_seconds:g} s")
+            return None
+        self._unanswered = 0
+        reason = None
+        if error is not None:  # an unusable reply: recorded, and the next try goes on
+            reason, name, motivation = f"researcher error: {error}", "-", ""
+        else:
+            name, motivation = proposal.name, proposal.motivation
             novel, nearest, similarity = self.novelty.check(
                 proposal.motivation, self.config.novelty_threshold
             )
             digest = code_hash(proposal.code)
-            reason = None
             design = proposal.design and self.task.design_key(proposal.design)
-            if digest in hashes or design in known:
+            candidates = self.db.candidates()
+            known = {self.task.design_key(c["design"]) for c in candidates if c["design"]}
+            if digest in {c["code_hash"] for c in candidates} or design in known:
                 reason = "duplicate of an earlier design"
             elif not novel:
                 reason = (f"motivation {similarity:.3f} similar to "
-                          f"{self.db.candidates()[nearest]['name']}")  # fmt: skip
-            if reason:
-                self.db.add_rejection(round_number, proposal.name, reason, proposal.motivation)
-                self.log(f"[explore] rejected {proposal.name}: {reason}")
-                continue
-            name = proposal.name
-            if self.db.candidate_by_name(name) is not None:
-                name = f"{name}-{tries}"
+                          f"{candidates[nearest]['name']}")  # fmt: skip
+        if reason:
+            self.db.add_rejection(round_number, name, reason, motivation)
+            self.log(f"[explore] rejected {name}: {reason}")
+            self._rejections_in_row += 1
+            if self._rejections_in_row >= self.config.max_proposal_tries:
+                self._researcher_exhausted = True
+                self.log(f"[explore] {self._rejections_in_row} proposals in a row were "
+                         "rejected (the reasons are in the database's rejections); stopping "
+                         "exploration")  # fmt: skip
+            return None
+        self._rejections_in_row = 0
+        context = attempt.context
+        name = proposal.name
+        if self.db.candidate_by_name(name) is not None:
+            name = f"{name}-{self.db.proposals_tried()}"
+        second = context.second_parent if proposal.mode == "crossover" else None
+        with self.db.transaction():
+            cid = self.db.add_candidate(
+                name=name, generation=self._generation(context.parent) + 1, round=round_number,
+                kind="candidate", researcher=by,
+                motivation=proposal.motivation, code=proposal.code, code_hash=digest,
+                parent_id=context.parent.id, reference_ids=[r.id for r in context.references],
+                design=proposal.design, idea_origins=proposal.idea_origins,
+                island=attempt.island, edit_mode=proposal.mode,
+                second_parent_id=second.id if second else None,
+            )  # fmt: skip
+            self.db.add_member(attempt.island, cid, round_number, "proposed")
+            self.db.start_evaluation(cid, "explore")
+        self.db.add_timing(cid, "propose", time.monotonic() - attempt.started)
+        self.novelty.add(proposal.motivation)
+        return self.db.candidate(cid)
+
+    def _drain_calls(self) -> None:
+        """Stores the language-model calls recorded since the last drain (the sink is fed
+        from the proposer and evaluation threads; only this thread writes the database)."""
+        records = []
+        while True:
+            try:
+                records.append(self._calls.get_nowait())
+            except Empty:
+                break
+        if records:
             with self.db.transaction():
-                cid = self.db.add_candidate(
-                    name=name, generation=self._generation(parent) + 1, round=round_number,
-                    kind="candidate", researcher=by,
-                    motivation=proposal.motivation, code=proposal.code, code_hash=digest,
-                    parent_id=parent.id, reference_ids=[r.id for r in references],
-                    design=proposal.design, idea_origins=proposal.idea_origins, island=island,
-                )  # fmt: skip
-                self.db.add_member(island, cid, round_number, "proposed")
-                self.db.start_evaluation(cid, "explore")
-            self.db.add_timing(cid, "propose", time.monotonic() - started)
-            self.novelty.add(proposal.motivation)
-            return self.db.candidate(cid)
-        self._researcher_exhausted = True
-        self.log(f"[explore] {self.config.max_proposal_tries} proposals in a row were not "
-                 "novel; stopping exploration")  # fmt: skip
-        return None
+                self.db.add_calls(records)
 
     def _generation(self, record: Record) -> int:
         return int(self.db.candidate(record.id)["generation"])
@@ -404,6 +517,7 @@ class Controller:
 
     # -- recording (controller thread) ---------------------------------------------------
     def record(self, candidate: dict, stage: str, result: Result) -> None:
+        self._drain_calls()  # the reviser's calls during the evaluation
         cid = candidate["id"]
         figures = self.task.figures(result.train)
         loss, benchmark = figures.loss, figures.benchmark
@@ -478,10 +592,9 @@ class Controller:
         reference = self.db.candidate_by_name(self.config.reference_baseline)
         return self.db.status(reference["id"], stage) == "pending"
 
-    def _next(self, stage: str, queue: collections.deque, proposing: bool,
-              running: dict) -> dict | None:  # fmt: skip
-        """The next evaluation to start: while the reference baseline of the stage has not
-        finished, only the reference (it runs alone, see the module docstring)."""
+    def _next(self, stage: str, queue: collections.deque, running: dict) -> dict | None:
+        """The next queued evaluation to start: while the reference baseline of the stage has
+        not finished, only the reference (it runs alone, see the module docstring)."""
         if self._reference_pending(stage):
             reference = next((c for c in queue if state.is_reference(self.config, c)), None)
             if running or reference is None:
@@ -490,20 +603,25 @@ class Controller:
             self.log(f"[{stage}] the reference baseline {reference['name']} runs first and "
                      "alone: its time sets the stage's limits")  # fmt: skip
             return reference
-        return queue.popleft() if queue else (self.propose() if proposing else None)
+        return queue.popleft() if queue else None
 
     def run_stage(self, stage: str, *, proposing: bool) -> None:
+        """Runs the stage's queue, and (exploring) proposals whenever a worker is free. The
+        researcher's call runs in its own thread, so an evaluation that finishes while a model
+        thinks (or hangs until its timeout) is recorded at once."""
         queue = collections.deque(self.db.pending(stage))
         if queue:
             self.log(f"[{stage}] {len(queue)} evaluation(s) to run: "
                      + ", ".join(c["name"] for c in queue))  # fmt: skip
         pool = cf.ThreadPoolExecutor(self.config.workers)
+        proposer = cf.ThreadPoolExecutor(1, thread_name_prefix="proposer")
         running: dict[cf.Future, tuple[dict, int, float]] = {}
+        proposal: tuple[cf.Future, _Attempt] | None = None
         free_slots = list(range(self.config.workers))
         try:
             while True:
                 while free_slots:
-                    candidate = self._next(stage, queue, proposing, running)
+                    candidate = self._next(stage, queue, running)
                     if candidate is None:
                         break
                     self.log(f"[{stage}] start {report.describe(self.config, candidate)}")
@@ -514,15 +632,31 @@ class Controller:
                     reviser = self.agents(candidate["island"]).researcher.agent.revise
                     future = pool.submit(self.evaluate, candidate, stage, engineer, reviser)
                     running[future] = (candidate, slot, time.monotonic())
-                if not running:
-                    break
-                done, _ = cf.wait(running, timeout=_HEARTBEAT_SECONDS,
+                if (proposing and free_slots and proposal is None and not queue
+                        and not self._reference_pending(stage)
+                        and (attempt := self._begin_proposal()) is not None):  # fmt: skip
+                    proposal = (proposer.submit(attempt.run), attempt)
+                waiting = [*running, *([proposal[0]] if proposal else [])]
+                pause = self._paused_until - time.monotonic()
+                paused = proposing and pause > 0 and self.budget_left() is None
+                if not waiting:
+                    if not paused:
+                        break
+                    time.sleep(pause)
+                    continue
+                done, _ = cf.wait(waiting, timeout=min(_HEARTBEAT_SECONDS, pause)
+                                  if paused else _HEARTBEAT_SECONDS,
                                   return_when=cf.FIRST_COMPLETED)  # fmt: skip
-                if not done:
+                if not done and running:
                     self.log(report.heartbeat(
                         stage, {c["name"]: t for c, _, t in running.values()},
                         self.elapsed(), time.monotonic()))  # fmt: skip
                 for future in done:
+                    if proposal is not None and future is proposal[0]:
+                        attempt, proposal = proposal[1], None
+                        if candidate := self._finish_proposal(attempt, future.result()):
+                            queue.append(candidate)
+                        continue
                     candidate, slot, _ = running.pop(future)
                     free_slots.append(slot)
                     try:
@@ -535,6 +669,7 @@ class Controller:
             raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+            proposer.shutdown(wait=False, cancel_futures=True)
         if proposing and (reason := self.budget_left()):
             self.log(f"[{stage}] done: {reason}")
 
@@ -570,6 +705,8 @@ class Controller:
             self.catch_up()
             self.write_leaderboard()
             self.run_stage("explore", proposing=True)
+            if self._llm_unavailable:
+                raise EvolutionError(self._llm_unavailable)
             if self.config.verify.promote > 0:
                 self.promote()
                 self.run_stage("verify", proposing=False)
@@ -587,6 +724,7 @@ class Controller:
 
     # -- reporting --------------------------------------------------------------------------
     def write_leaderboard(self) -> dict[str, Any]:
+        self._drain_calls()
         board = report.leaderboard(self.db, self.config, self.task, self.workdir,
                                    agents=self.agents(0).names(), run=self._state,
                                    wall_seconds=self.elapsed())  # fmt: skip

@@ -19,7 +19,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,30 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO island_members SELECT 0, id, 0,
         CASE kind WHEN 'baseline' THEN 'baseline' ELSE 'proposed' END FROM candidates;
     """,
+    # 3 -> 4: every request to a language model (the audit trail `scripts/replay.py` replays),
+    # and how each candidate was proposed (edit mode, the second parent of a crossover).
+    """
+    CREATE TABLE calls (
+        id INTEGER PRIMARY KEY,
+        call_id TEXT NOT NULL,           -- shared by the requests of one ask
+        role TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        system TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        reply TEXT NOT NULL,
+        tokens_in INTEGER NOT NULL,
+        tokens_out INTEGER NOT NULL,
+        latency_seconds REAL NOT NULL,
+        cost_usd REAL NOT NULL,
+        error TEXT,                      -- NULL: the reply was used
+        attempt INTEGER NOT NULL,
+        structured INTEGER NOT NULL,
+        started_at REAL NOT NULL
+    );
+    ALTER TABLE candidates ADD COLUMN edit_mode TEXT;
+    ALTER TABLE candidates ADD COLUMN second_parent_id INTEGER REFERENCES candidates(id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _JSON_COLUMNS = ("reference_ids", "design", "idea_origins", "metrics", "check_report", "terms")
@@ -227,15 +251,17 @@ class Database:
         design: dict | None = None,
         idea_origins: list[dict] = (),
         island: int = 0,
+        edit_mode: str | None = None,
+        second_parent_id: int | None = None,
     ) -> int:
         cursor = self.connection.execute(
             "INSERT INTO candidates (name, generation, round, parent_id, reference_ids, kind, "
-            "researcher, motivation, code, code_hash, design, idea_origins, created_at, island) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "researcher, motivation, code, code_hash, design, idea_origins, created_at, island, "
+            "edit_mode, second_parent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (name, generation, round, parent_id, json.dumps(list(reference_ids)), kind,
              researcher, motivation, code, code_hash,
              None if design is None else json.dumps(design), json.dumps(list(idea_origins)),
-             time.time(), island),
+             time.time(), island, edit_mode, second_parent_id),
         )  # fmt: skip
         return int(cursor.lastrowid)
 
@@ -421,6 +447,32 @@ class Database:
     def add_timing(self, candidate_id: int | None, phase: str, seconds: float) -> None:
         self.connection.execute("INSERT INTO timings VALUES (?, ?, ?, ?)",
                                 (candidate_id, phase, seconds, time.time()))  # fmt: skip
+
+    # language-model calls ----------------------------------------------------------------
+    def add_calls(self, records: Sequence[Any]) -> None:
+        """Stores `CallRecord`s (asi_jax.agents.llm) as they came."""
+        self.connection.executemany(
+            "INSERT INTO calls (call_id, role, provider, model, system, prompt, reply, "
+            "tokens_in, tokens_out, latency_seconds, cost_usd, error, attempt, structured, "
+            "started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r.call_id, r.role, r.provider, r.model, r.system, r.prompt, r.reply,
+              r.tokens_in, r.tokens_out, r.latency_seconds, r.cost_usd, r.error, r.attempt,
+              int(r.structured), r.started_at) for r in records],
+        )  # fmt: skip
+
+    def calls(self) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM calls ORDER BY id")
+
+    def call_totals(self) -> list[dict[str, Any]]:
+        """Requests, tokens, dollars and failed requests per (role, model)."""
+        return self.query(
+            "SELECT role, provider, model, COUNT(*) AS requests, SUM(tokens_in) AS tokens_in, "
+            "SUM(tokens_out) AS tokens_out, SUM(cost_usd) AS cost_usd, "
+            "SUM(error IS NOT NULL) AS failed FROM calls GROUP BY role, provider, model "
+            "ORDER BY role, model")  # fmt: skip
+
+    def cost_usd(self) -> float:
+        return float(self.query("SELECT COALESCE(SUM(cost_usd), 0) AS c FROM calls")[0]["c"])
 
     def cached_embedding(self, embedder: str, text_hash: str) -> bytes | None:
         rows = self.query("SELECT vector FROM embeddings WHERE embedder = ? AND text_hash = ?",

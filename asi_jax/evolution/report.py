@@ -119,6 +119,7 @@ def leaderboard(db: Database, config: EvolutionConfig, task: Task, workdir: Path
             f"beats_{reference}": beating(rows, reference),
         }
     board["rejected_proposals"] = db.rejection_count()
+    board["llm"] = {"cost_usd": db.cost_usd(), "calls": db.call_totals()}
     return board
 
 

@@ -50,4 +50,6 @@ def budget_used(db: Database, config: EvolutionConfig, elapsed: float) -> str | 
         return f"wall time {b.wall_seconds:g} s used"
     if b.compute_seconds and db.compute_seconds() >= b.compute_seconds:
         return f"compute {b.compute_seconds:g} s used"
+    if b.usd and db.cost_usd() >= b.usd:
+        return f"${b.usd:g} of language-model calls spent"
     return None
