@@ -345,3 +345,34 @@ def test_causality_shapes_cover_every_batch_size_length_and_the_training_shape()
     assert {b for b, _ in shapes} >= {1, 2, 3, 8}
     assert {t for _, t in shapes} >= {11, 16, 32}
     assert all(b >= 1 for b, _ in shapes)  # the held-out remainder of 0 is no batch
+
+
+# -- structure --------------------------------------------------------------------------------
+
+
+def _exec_mixer(source: str):
+    namespace: dict = {}
+    exec(compile(source, "candidate.py", "exec"), namespace)  # test-only: our own source
+    return namespace["Mixer"]
+
+
+def test_the_program_fingerprint_ignores_names_and_sees_changes():
+    from asi_jax.tasks.linear_attention import grammar
+
+    source = grammar.render(grammar.BASELINE_DESIGNS["deltanet"])
+    renamed = (source.replace("l2_normalize", "unit_norm").replace("self.out", "self.o_proj")
+               .replace("norm_scale", "gain").replace("dk", "head_dim"))  # fmt: skip
+    changed = source.replace("1e-6", "1e-5")
+    op = source.replace("jax.nn.silu(self.conv_v", "jax.nn.gelu(self.conv_v")
+    prints = [checker.jaxpr_fingerprint(_exec_mixer(s), SMALL)
+              for s in (source, renamed, changed, op)]  # fmt: skip
+    assert prints[0] == prints[1]
+    assert len(set(prints)) == 3
+
+
+def test_the_report_holds_the_program_fingerprint():
+    mixer = _mixer(lambda m, x: _shift(x))
+    report = check_mixer(mixer, SMALL)
+    assert report["ok"] and report["structure"] == {
+        "jaxpr": checker.jaxpr_fingerprint(mixer, SMALL)}  # fmt: skip
+    assert check_mixer(_mixer(lambda m, x: x[:, :1]), SMALL)["structure"] == {}  # shapes fail

@@ -19,12 +19,14 @@ from asi_jax.agents.llm import (
     ReplyRefused,
     extract_code,
     make_client,
+    research_prompt,
     retry_after_seconds,
+    sub_scores,
 )
 from asi_jax.candidates.policy import check_source
 from asi_jax.evolution.config import complete_config, from_config_dict
 from asi_jax.evolution.controller import Controller
-from asi_jax.tasks.linear_attention import LinearAttentionTask
+from asi_jax.tasks.linear_attention import LinearAttentionTask, grammar
 from asi_jax.tasks.linear_attention.contract import MIXER
 from asi_jax.train.config import convert
 
@@ -121,8 +123,8 @@ def _record(**kw):
     return Record(**{**values, **kw})
 
 
-def _context():
-    return ResearchContext(
+def _context(**kw):
+    values = dict(
         parent=_record(),
         references=[],
         cognition=[],
@@ -132,6 +134,13 @@ def _context():
         known_designs=frozenset(),
         seed=0,
     )
+    return ResearchContext(**{**values, **kw})
+
+
+def _verdict(score, rationale="ok", subs=(6, 4, 8)) -> str:
+    """A judge's reply: the overall score, its rationale and the three sub-scores."""
+    return json.dumps({"performance": subs[0], "innovation": subs[1], "complexity": subs[2],
+                       "score": score, "rationale": rationale})  # fmt: skip
 
 
 def _check_proposal(proposal):
@@ -181,21 +190,23 @@ def test_text_mode_asks_for_a_fenced_block_and_no_schema(provider):
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_analyser_and_judge_read_schema_replies(provider):
     analysis = {"report": "conv helped", "problem_summary": "long contexts", "lesson": ""}
-    replies = [(200, json.dumps(analysis)), (200, '{"score": 7, "rationale": "sound"}')]
+    replies = [(200, json.dumps(analysis)), (200, _verdict(7, "sound"))]
     with _replying(provider, replies) as server:
         client = make_client(_config(server.url, provider))
         result = LLMAnalyser(client, TASK).analyse(_record(), None, [])
         score = LLMJudge(client, TASK).judge(_record(), nearest_similarity=0.2, population=[])
     assert (result.report, result.problem_summary, result.lesson) == (
         "conv helped", "long contexts", None)  # fmt: skip
-    assert score == (7.0, "sound")
+    assert score[0] == 7.0 and score[1].startswith("sound\n")
+    assert sub_scores(score[1]) == {"performance": 6.0, "innovation": 4.0, "complexity": 8.0}
+    assert sub_scores("an offline judge's rationale") == {}
     assert all(_schema_asked(provider, body) for _, body, _ in server.requests)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_a_refused_reply_is_asked_again_saying_why(provider):
     sink = MemorySink()
-    replies = [(200, "I would rather not."), (200, '{"score": 42}'), (200, '{"score": 3}')]
+    replies = [(200, "I would rather not."), (200, '{"score": 42}'), (200, _verdict(3))]
     with _replying(provider, replies) as server:
         client = make_client(_config(server.url, provider), sink)
         judge = LLMJudge(client, TASK)
@@ -216,7 +227,7 @@ def test_a_refused_reply_is_asked_again_saying_why(provider):
 def test_a_cut_off_reply_says_so():
     cut = _chat("openai", '{"score": 4, "rati')
     cut["choices"][0]["finish_reason"] = "length"
-    with _replying("openai", [Reply(200, cut), (200, '{"score": 4, "rationale": ""}')]) as server:
+    with _replying("openai", [Reply(200, cut), (200, _verdict(4, ""))]) as server:
         judge = LLMJudge(make_client(_config(server.url)), TASK)
         assert judge.judge(_record(), nearest_similarity=0.2, population=[])[0] == 4.0
     assert "(the reply ended with length)" in _prompt("openai", server.requests[1][1])
@@ -224,7 +235,7 @@ def test_a_cut_off_reply_says_so():
 
 def test_unusable_replies_fail_clearly_after_the_retries():
     replies = [(200, "I would rather not."), (200, "no code here")]
-    replies += [(200, '{"score": 42, "rationale": "wow"}')] * 2
+    replies += [(200, _verdict(42, "wow"))] * 2
     with _replying("openai", replies) as server:
         client = make_client(_config(server.url, reply_retries=1))
         with pytest.raises(ReplyRefused, match=r"JSON does not parse.*\(2 replies"):
@@ -251,7 +262,7 @@ def test_garbage_and_truncated_bodies_are_retried(provider):
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_retry_after_is_honoured(provider):
     busy = Reply(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "1"})
-    with _replying(provider, [busy, (200, '{"score": 5, "rationale": "ok"}')]) as server:
+    with _replying(provider, [busy, (200, _verdict(5, "ok"))]) as server:
         client = make_client(_config(server.url, provider))
         assert LLMJudge(client, TASK).judge(_record(), nearest_similarity=0.2, population=[])
     first, second = server.times
@@ -303,7 +314,7 @@ def test_auto_falls_back_to_free_text_where_schemas_are_rejected(provider):
     def respond(path, body):
         if _schema_asked(provider, body):
             return Reply(400, {"error": {"message": "response_format is not supported"}})
-        return 200, _chat(provider, '```json\n{"score": 6, "rationale": "fine"}\n```')
+        return 200, _chat(provider, f"```json\n{_verdict(6, 'fine')}\n```")
 
     log = []
     with serve(respond) as server:
@@ -336,7 +347,7 @@ def test_connection_refused_is_unavailable():
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_calls_are_accounted_and_recorded(provider):
     sink, log = MemorySink(), []
-    reply = _chat(provider, '{"score": 5, "rationale": "ok"}', usage=(1200, 300))
+    reply = _chat(provider, _verdict(5, "ok"), usage=(1200, 300))
     with serve(lambda path, body: (200, reply)) as server:
         priced = _config(server.url, provider, prices=[("test-model", 2.0, 10.0)],
                          roles={"judge": {"temperature": 0.1}})  # fmt: skip
@@ -351,8 +362,8 @@ def test_calls_are_accounted_and_recorded(provider):
     assert sum("no price for 'test-model'" in line for line in log) == 1  # warned once
     assert (first.role, first.provider, first.model, first.attempt) == (
         "judge", provider, "test-model", 1)  # fmt: skip
-    assert first.system.startswith("You are the judge") and "Score its novelty" in first.prompt
-    assert first.reply == '{"score": 5, "rationale": "ok"}' and first.error is None
+    assert first.system.startswith("You are the judge") and "for performance" in first.prompt
+    assert first.reply == _verdict(5, "ok") and first.error is None
     assert first.latency_seconds > 0 and first.structured and first.started_at > 1e9
     body = server.requests[0][1]
     temperature = body.get("temperature", body.get("generationConfig", {}).get("temperature"))
@@ -396,7 +407,7 @@ def test_role_settings_override_the_llm_wide_ones_from_the_command_line():
 
 
 def test_controller_records_bad_llm_replies_as_rejections(tmp_path):
-    replies = [(200, '{"score": 5, "rationale": "a baseline"}')]  # judges deltanet
+    replies = [(200, _verdict(5, "a baseline"))]  # judges deltanet
     replies += [(200, "no usable reply")] * 9
     with _replying("openai", replies) as server:
         _run_controller_with_bad_replies(server.url, tmp_path)
@@ -440,3 +451,122 @@ def _run_controller_with_bad_replies(url: str, tmp_path) -> None:
     assert len(reasons) == 3 and all(r.startswith("researcher error") for r in reasons)
     assert controller.db.judgement(baseline["id"])["judge"].startswith("llm-judge:")
     assert len(controller.db.candidates()) == 1  # nothing lost, nothing half-written
+
+
+# -- edit modes and the context the prompts carry ------------------------------------------------
+
+BASELINE = TASK.baselines()["deltanet"]
+# A baseline parent as the controller stores it: its registry class, and its grammar design.
+BASELINE_RECORD = _record(code=BASELINE.source, design=BASELINE.design, analysis="Recall fades.",
+                          metrics={"eval": {"heldout": {"loss": 0.3, "accuracy": 0.5},
+                                            "mqar_kv8": {"accuracy": 0.9}}})  # fmt: skip
+OLD = "        o = o * jax.lax.rsqrt(jnp.mean(o * o, axis=-1, keepdims=True) + 1e-6)\n"
+NEW = OLD.replace("1e-6", "1e-5")
+EDITS = f"<<<<<<< SEARCH\n{OLD}=======\n{NEW}>>>>>>> REPLACE\n"
+
+
+def test_a_baseline_parent_is_shown_as_a_valid_candidate_file():
+    source = TASK.candidate_source(BASELINE_RECORD)
+    assert "asi_jax" not in source and check_source(source, TASK.policy) == []
+    assert grammar.design_from_source(source).to_json() == BASELINE.design
+    child = _record(code=GOOD)
+    assert TASK.candidate_source(child) == GOOD  # a candidate's own file is shown as it is
+    prompt = research_prompt(_context(parent=BASELINE_RECORD, references=[child]), TASK)
+    assert source.rstrip() in prompt and GOOD.rstrip() in prompt and "asi_jax" not in prompt
+    assert "Recall fades." in prompt and 'recall {"8": 0.9}' in prompt
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("free_text", [False, True], ids=["schema", "free-text"])
+def test_a_diff_proposal_applies_to_the_parents_file(provider, free_text):
+    if free_text:
+        reply = f"```json\n{json.dumps(FIELDS)}\n```\nThe edits:\n{EDITS}"
+    else:
+        reply = json.dumps({**FIELDS, "edits": EDITS})
+    with _replying(provider, [(200, reply)]) as server:
+        client = make_client(_config(server.url, provider))
+        proposal = LLMResearcher(client, TASK).propose(_context(parent=BASELINE_RECORD,
+                                                                mode="diff"))  # fmt: skip
+    parent = TASK.candidate_source(BASELINE_RECORD)
+    assert proposal.mode == "diff" and proposal.name == "gated-delta-conv"
+    assert proposal.code == parent.replace(OLD, NEW)
+    assert check_source(proposal.code, MIXER) == []
+    ((_, body, _),) = server.requests
+    prompt = _prompt(provider, body)
+    assert parent.rstrip() in prompt and "<<<<<<< SEARCH" in prompt
+    assert "written as edits to the parent's file" in prompt
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_diff_that_does_not_apply_is_asked_again_saying_why(provider):
+    wrong = EDITS.replace(OLD, OLD.replace("1e-6", "1e-7"))
+    replies = [(200, json.dumps({**FIELDS, "edits": wrong})),
+               (200, json.dumps({**FIELDS, "edits": EDITS}))]  # fmt: skip
+    with _replying(provider, replies) as server:
+        client = make_client(_config(server.url, provider))
+        proposal = LLMResearcher(client, TASK).propose(_context(parent=BASELINE_RECORD,
+                                                                mode="diff"))  # fmt: skip
+    assert "1e-5" in proposal.code
+    first, second = (_prompt(provider, body) for _, body, _ in server.requests)
+    assert "refused" not in first
+    assert ("Your previous reply was refused: the edits do not apply to the parent's file: "
+            "block 1's SEARCH text") in second and "is not in the file" in second  # fmt: skip
+
+
+def test_a_crossover_shows_both_parents():
+    other = _record(id=2, name="other-parent", code=GOOD, motivation="A second idea.")
+    context = _context(parent=BASELINE_RECORD, second_parent=other, mode="crossover")
+    with _replying("openai", [(200, PROPOSAL_JSON)]) as server:
+        proposal = LLMResearcher(make_client(_config(server.url)), TASK).propose(context)
+    assert proposal.mode == "crossover" and proposal.code == GOOD
+    prompt = _prompt("openai", server.requests[0][1])
+    assert "First parent: deltanet" in prompt and "Second parent: other-parent" in prompt
+    assert TASK.candidate_source(BASELINE_RECORD).rstrip() in prompt and GOOD.rstrip() in prompt
+    assert "combines the strengths of the two parents" in prompt
+    with pytest.raises(ValueError, match="second_parent"):
+        _context(mode="crossover")
+    with pytest.raises(ValueError, match="mode"):
+        _context(mode="rewrite")
+
+
+def test_offline_researchers_take_any_mode_and_write_whole_files():
+    researcher, _, _ = TASK.offline_agents()
+    proposal = researcher.propose(_context(parent=BASELINE_RECORD, mode="diff"))
+    assert proposal.mode == "full" and check_source(proposal.code, MIXER) == []
+
+
+def test_the_analyser_reads_the_diff_and_the_loss_curve():
+    analysis = {"report": "eps", "problem_summary": "p", "lesson": "l"}
+    child = _record(
+        id=2,
+        name="child",
+        parent_id=1,
+        code=TASK.candidate_source(BASELINE_RECORD).replace(OLD, NEW),
+        metrics={"eval": {}, "curve": [{"step": 10 * i, "loss": 5.0 - i / 10} for i in range(40)]},
+    )
+    with _replying("openai", [(200, json.dumps(analysis))] * 2) as server:
+        analyser = LLMAnalyser(make_client(_config(server.url)), TASK)
+        analyser.analyse(child, BASELINE_RECORD, [])
+        analyser.analyse(_record(metrics={"final_train": {"loss": 2.5}, "steps": 7}), None, [])
+    first, second = (_prompt("openai", body) for _, body, _ in server.requests)
+    assert "--- deltanet.py\n+++ child.py\n" in first
+    assert "-        o = o * jax.lax.rsqrt(jnp.mean(o * o, axis=-1, keepdims=True) + 1e-6)" in first
+    assert "+        o = o * jax.lax.rsqrt(jnp.mean(o * o, axis=-1, keepdims=True) + 1e-5)" in first
+    assert "Training loss (step: loss):\n  0: 5.0000\n" in first and "  390: 1.1000" in first
+    assert first.count("\n  ") >= 12 and "  10: " not in first  # 12 points of 40
+    assert "Analysis of the parent:\nRecall fades." in first
+    assert "no loss curve recorded; after 7 steps {'loss': 2.5}" in second
+
+
+def test_the_judge_sees_the_baselines_figures():
+    baseline = _record(id=3, name="gated_deltanet", loss=0.25, benchmark=0.91, fitness=None)
+    with _replying("openai", [(200, _verdict(8, "better recall"))]) as server:
+        judge = LLMJudge(make_client(_config(server.url)), TASK)
+        score, rationale = judge.judge(_record(id=4, name="cand", code=GOOD),
+                                       nearest_similarity=0.3, population=[],
+                                       baselines=[BASELINE_RECORD, baseline])  # fmt: skip
+    assert score == 8.0 and sub_scores(rationale)["complexity"] == 8.0
+    prompt = _prompt("openai", server.requests[0][1])
+    assert "- gated_deltanet: loss 0.2500, recall 0.910" in prompt
+    assert '- deltanet: loss 0.3000, recall 0.800, fitness 1.500; recall {"8": 0.9}' in prompt
+    assert GOOD.rstrip() in prompt and "innovation" in prompt and "complexity" in prompt

@@ -32,12 +32,15 @@ class Record:
     metrics: dict[str, Any] | None = None
     failure_stage: str | None = None
     failure_reason: str | None = None
-    analysis: str | None = None
+    analysis: str | None = None  # the analyser's report of this candidate (its explore stage)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Record:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in row.items() if k in names})
+
+
+MODES = ("full", "diff", "crossover")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +54,17 @@ class ResearchContext:
     component_effects: dict[tuple[str, Any], tuple[float, int]]
     known_designs: frozenset[str]  # design keys already proposed (to avoid repeats)
     seed: int
+    # How the child is written: "full" (a whole new file), "diff" (edits to the parent's
+    # file) or "crossover" (a whole file combining `parent` and `second_parent`). Researchers
+    # without an edit mode (the offline ones) write whole files whatever it says.
     mode: str = "full"
     second_parent: Record | None = None
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"a research mode is one of {MODES}, got {self.mode!r}")
+        if self.mode == "crossover" and self.second_parent is None:
+            raise ValueError("a crossover needs a second_parent")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +74,7 @@ class Proposal:
     code: str
     design: dict[str, Any] | None
     idea_origins: list[dict[str, str]]  # [{idea, origin: cognition|analysis|original, evidence}]
-    mode: str = "full"
+    mode: str = "full"  # how it was written (ResearchContext.mode), "full" for offline agents
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ the client's sink.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import email.utils
 import json
 import os
@@ -31,6 +32,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from asi_jax.agents.base import Analysis, Proposal, Record, ResearchContext
+from asi_jax.agents.edits import FORMAT as EDIT_FORMAT
+from asi_jax.agents.edits import EditError, apply_edits
 
 if TYPE_CHECKING:
     from asi_jax.tasks.base import Task
@@ -531,8 +534,9 @@ def make_client(config: LLMConfig, sink: CallSink | None = None,
 @dataclasses.dataclass(frozen=True)
 class ReplyForm(Generic[T]):
     """The fields a role's reply must hold and how they become its result. `fields` maps a
-    name to (its JSON schema, what it holds in words); a "code" field comes in a ```python
-    block in free text. `build` raises `ReplyRefused` for a reply it cannot use."""
+    name to (its JSON schema, what it holds in words); in free text a "code" field comes in a
+    ```python block and an "edits" field as SEARCH/REPLACE blocks, after the JSON object.
+    `build` raises `ReplyRefused` for a reply it cannot use."""
 
     name: str
     fields: dict[str, tuple[dict[str, Any], str]]
@@ -546,13 +550,22 @@ class ReplyForm(Generic[T]):
     def instruction(self, structured: bool) -> str:
         """How the prompt asks for the reply: one JSON object, or free text."""
         words = {k: w for k, (_, w) in self.fields.items()}
-        code = None if structured else words.pop("code", None)
+        loose = None if structured else _loose_field(self)
+        text = words.pop(loose) if loose else None
         obj = "{" + ", ".join(f'"{k}": {w}' for k, w in words.items()) + "}"
-        if code is None:
+        if text is None:
             return f"Reply with one JSON object {obj}."
         if not words:
-            return f"Reply with {code} in one ```python block."
-        return f"Reply with a JSON object {obj} and then {code} in one ```python block."
+            return f"Reply with {text} {_LOOSE[loose]}."
+        return f"Reply with a JSON object {obj} and then {text} {_LOOSE[loose]}."
+
+
+# Fields that come after the JSON object in a free-text reply, and how.
+_LOOSE = {"code": "in one ```python block", "edits": "as SEARCH/REPLACE blocks"}
+
+
+def _loose_field(form: ReplyForm) -> str | None:
+    return next((k for k in _LOOSE if k in form.fields), None)
 
 
 def _object(properties: dict[str, Any]) -> dict[str, Any]:
@@ -584,18 +597,20 @@ def extract_json(reply: str) -> dict[str, Any]:
 
 def parse_reply(reply: str, form: ReplyForm) -> dict[str, Any]:
     """A reply's fields: the reply as one JSON object (what a schema asks for), else a JSON
-    object in free text with the code in it or in a ```python block (what a server without
-    schemas may send)."""
+    object in free text with the code (or edits) in it or after it, in a ```python block (or
+    as SEARCH/REPLACE blocks): what a server without schemas may send."""
     text = re.sub(r"^```(?:json)?\s*\n(.*)\n```$", r"\1", reply.strip(), flags=re.DOTALL)
     try:
         whole = json.loads(text)
     except json.JSONDecodeError:
         whole = None
-    if isinstance(whole, dict) and ("code" not in form.fields or "code" in whole):
+    loose = _loose_field(form)
+    if isinstance(whole, dict) and (loose is None or loose in whole):
         return whole
-    values = extract_json(reply.split("```python")[0] + "\n") if set(form.fields) - {"code"} else {}
-    if "code" in form.fields and not isinstance(values.get("code"), str):
-        values["code"] = extract_code(reply)
+    head = re.split(r"```python|<{5,9} ?SEARCH", reply)[0] + "\n"
+    values = extract_json(head) if set(form.fields) - {loose} else {}
+    if loose and not isinstance(values.get(loose), str):
+        values[loose] = extract_code(reply) if loose == "code" else reply
     return values
 
 
@@ -617,16 +632,16 @@ _CODE = ({"type": "string"}, "the complete candidate file")
 ORIGINS = ("cognition", "analysis", "original")
 
 
-def _proposal(values: dict) -> Proposal:
+def _proposal(values: dict, mode: str = "full") -> Proposal:
     name = re.sub(r"[^a-z0-9-]+", "-", _field(values, "name").lower()).strip("-")[:60]
     origins = values.get("idea_origins")
     origins = [o for o in origins if isinstance(o, dict) and o.get("origin") in ORIGINS] \
         if isinstance(origins, list) else []  # fmt: skip
     return Proposal(name or "llm-candidate", _field(values, "motivation"), _code(values), None,
-                    origins)  # fmt: skip
+                    origins, mode)  # fmt: skip
 
 
-PROPOSAL = ReplyForm("proposal", {
+_ABOUT = {
     "name": ({"type": "string"}, "short-kebab-case"),
     "motivation": ({"type": "string"},
                    "why this design should work, citing the research or lessons it uses"),
@@ -634,8 +649,27 @@ PROPOSAL = ReplyForm("proposal", {
         "idea": {"type": "string"}, "origin": {"type": "string", "enum": list(ORIGINS)},
         "evidence": {"type": "string"}})},
         '[{"idea": ..., "origin": "cognition" | "analysis" | "original", "evidence": ...}]'),
-    "code": _CODE,
-}, _proposal)  # fmt: skip
+}  # fmt: skip
+PROPOSAL = ReplyForm("proposal", {**_ABOUT, "code": _CODE}, _proposal)
+CROSSOVER = ReplyForm("proposal", {**_ABOUT, "code": _CODE},
+                      lambda values: _proposal(values, "crossover"))  # fmt: skip
+
+
+def diff_form(parent_source: str) -> ReplyForm[Proposal]:
+    """A proposal written as edits to `parent_source`; edits that do not apply are refused,
+    saying why, so the model's next try can mend them."""
+
+    def build(values: dict) -> Proposal:
+        try:
+            code = apply_edits(parent_source, _field(values, "edits"))
+        except EditError as e:
+            raise ReplyRefused(f"the edits do not apply to the parent's file: {e}") from None
+        return _proposal({**values, "code": code}, "diff")
+
+    edits = ({"type": "string"}, "the edits to the parent's file, each a block\n"
+             f"{EDIT_FORMAT}\n")  # fmt: skip
+    return ReplyForm("diff_proposal", {**_ABOUT, "edits": edits}, build)
+
 
 REVISION = ReplyForm("revision", {"code": (_CODE[0], "the complete corrected file")}, _code)
 
@@ -654,15 +688,41 @@ ANALYSIS = ReplyForm("analysis", {
 }, _analysis)  # fmt: skip
 
 
+SUB_SCORES = ("performance", "innovation", "complexity")
+_SUB_SCORES_TAG = "Sub-scores: "
+
+
 def _judgement(values: dict) -> tuple[float, str]:
-    score = values.get("score")
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not 1 <= score <= 10:
-        raise ReplyRefused(f"the judge's score must be a number in [1, 10], got {score!r}")
-    return float(score), str(values.get("rationale", ""))
+    scores = {}
+    for key in ("score", *SUB_SCORES):
+        value = values.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 10:
+            what = "score" if key == "score" else f"{key} score"
+            raise ReplyRefused(f"the judge's {what} must be a number in [1, 10], got {value!r}")
+        scores[key] = float(value)
+    subs = json.dumps({k: scores[k] for k in SUB_SCORES})
+    return scores["score"], f"{values.get('rationale', '')}\n\n{_SUB_SCORES_TAG}{subs}"
 
 
+def sub_scores(rationale: str) -> dict[str, float]:
+    """The judge's sub-scores ({performance, innovation, complexity}) kept at the end of an
+    LLM judge's rationale; {} for a rationale without them (the offline judge's)."""
+    _, tag, tail = rationale.rpartition(_SUB_SCORES_TAG)
+    try:
+        values = json.loads(tail) if tag else {}
+    except json.JSONDecodeError:
+        return {}
+    return {k: float(v) for k, v in values.items() if k in SUB_SCORES} if isinstance(
+        values, dict) else {}  # fmt: skip
+
+
+_SCORE = {"type": "number"}
 JUDGEMENT = ReplyForm("judgement", {
-    "score": ({"type": "number"}, "a number from 1 to 10"),
+    "performance": (_SCORE, "1-10: its figures beside the baselines'"),
+    "innovation": (_SCORE, "1-10: how new its idea is beside what came before"),
+    "complexity": (_SCORE, "1-10: how simple and cheap it is for what it achieves (10: "
+                   "simplest)"),
+    "score": (_SCORE, "the overall score, a number from 1 to 10"),
     "rationale": ({"type": "string"}, "text"),
 }, _judgement)  # fmt: skip
 
@@ -680,21 +740,47 @@ def researcher_system(task: Task) -> str:
 def _figures(r: Record, task: Task) -> str:
     if r.status != "evaluated":
         return f"{r.status} ({r.failure_stage}: {(r.failure_reason or '')[-200:]})"
-    return (f"{task.loss.short} {r.loss:.4f}, {task.benchmark.short} {r.benchmark:.3f}"
+    text = (f"{task.loss.short} {r.loss:.4f}, {task.benchmark.short} {r.benchmark:.3f}"
             + (f", fitness {r.fitness:.3f}" if r.fitness is not None else ""))  # fmt: skip
+    try:  # the task's details, e.g. the recall at each number of key-value pairs
+        details = task.figures(r.metrics).details if r.metrics else {}
+    except (KeyError, TypeError, ValueError):
+        details = {}
+    return text + "".join(f"; {k} {json.dumps(v, sort_keys=True)}" for k, v in details.items())
+
+
+def _candidate(title: str, r: Record, task: Task) -> str:
+    """A candidate as prompts show it: results, motivation, analysis and file."""
+    parts = [f"## {title}: {r.name} ({_figures(r, task)})", f"Motivation:\n{r.motivation}"]
+    if r.analysis:
+        parts.append(f"Analysis of its results:\n{r.analysis}")
+    parts.append(f"```python\n{task.candidate_source(r).rstrip()}\n```")
+    return "\n".join(parts)
+
+
+_TASKS = {
+    "full": "Propose one new candidate that addresses the analysis: write its complete file.",
+    "diff": "Propose one new candidate that addresses the analysis, written as edits to the "
+    "parent's file above: each SEARCH block quotes lines of that file exactly (enough of "
+    "them to be unique) and its REPLACE block holds the lines that replace them.",
+    "crossover": "Propose one new candidate that combines the strengths of the two parents "
+    "above and addresses their weaknesses: write its complete file.",
+}
 
 
 def research_prompt(context: ResearchContext, task: Task) -> str:
-    p = context.parent
-    parts = [
-        f"## Parent: {p.name} ({_figures(p, task)})\nMotivation:\n{p.motivation}\n\n"
-        f"```python\n{p.code}\n```",
-        f"## Analysis of the parent\n{context.problem_summary}",
-    ]
+    """The researcher's prompt: the parent (and, for a crossover, the other parent) and the
+    references with their files, results and analyses; the lessons and retrieved research;
+    what to write for `context.mode`."""
+    if context.mode == "crossover":
+        parts = [_candidate("First parent", context.parent, task),
+                 _candidate("Second parent", context.second_parent, task)]  # fmt: skip
+    else:
+        parts = [_candidate("Parent", context.parent, task)]
+    parts.append(f"## The parent's remaining weakness\n{context.problem_summary}")
     if context.references:
-        parts.append("## References\n" + "\n".join(
-            f"- {r.name} ({_figures(r, task)}): {r.motivation.splitlines()[0][:300]}"
-            for r in context.references))  # fmt: skip
+        parts.append("# References\n\n" + "\n\n".join(
+            _candidate("Reference", r, task) for r in context.references))  # fmt: skip
     if context.lessons:
         parts.append("## Lessons from earlier experiments\n"
                      + "\n".join(f"- {x}" for x in context.lessons[:15]))  # fmt: skip
@@ -703,7 +789,7 @@ def research_prompt(context: ResearchContext, task: Task) -> str:
             f"### {r.entry.title} ({r.entry.source})\n{r.entry.design_insight}\n"
             f"Innovation: {r.entry.algorithmic_innovation}\n"
             f"Guidance: {r.entry.implementation_guidance}" for r in context.cognition))  # fmt: skip
-    parts.append("## Task\nPropose one new candidate that addresses the analysis.")
+    parts.append(f"## Task\n{_TASKS[context.mode]}")
     return "\n\n".join(parts)
 
 
@@ -713,8 +799,14 @@ class LLMResearcher:
         self.name = f"llm-researcher:{client.name}"
 
     def propose(self, context: ResearchContext) -> Proposal:
+        """A whole new file ("full"), edits to the parent's ("diff", applied here: edits that
+        do not apply are asked again, saying why) or a file combining two parents
+        ("crossover"); the proposal records its mode."""
+        form = {"full": PROPOSAL, "crossover": CROSSOVER}.get(context.mode)
+        if context.mode == "diff":
+            form = diff_form(self.task.candidate_source(context.parent))
         return self.client.ask("researcher", researcher_system(self.task),
-                               research_prompt(context, self.task), PROPOSAL)  # fmt: skip
+                               research_prompt(context, self.task), form)  # fmt: skip
 
     def revise(self, source: str, error: str) -> str | None:
         prompt = (f"This candidate failed.\n\n```python\n{source}\n```\n\nError:\n{error}\n\n"
@@ -725,6 +817,41 @@ class LLMResearcher:
             return None  # the engineer records the last failure; the run goes on
 
 
+DIFF_LINES = 400  # the most lines of a candidate's diff against its parent an analyser reads
+CURVE_POINTS = 12  # the most points of a loss curve an analyser reads
+
+
+def source_diff(parent: str, child: str, parent_name: str, child_name: str) -> str:
+    """The unified diff of a child's file against its parent's (at most `DIFF_LINES`)."""
+    lines = list(difflib.unified_diff(parent.splitlines(keepends=True),
+                                      child.splitlines(keepends=True),
+                                      f"{parent_name}.py", f"{child_name}.py"))  # fmt: skip
+    if not lines:
+        return "(the files are identical)\n"
+    cut = len(lines) - DIFF_LINES
+    text = "".join(line if line.endswith("\n") else line + "\n" for line in lines[:DIFF_LINES])
+    return text + (f"... ({cut} more lines)\n" if cut > 0 else "")
+
+
+def loss_curve(metrics: dict[str, Any]) -> str:
+    """The training loss curve of a result, at most `CURVE_POINTS` points of
+    `metrics["curve"]` ([{"step", "loss", ...}], the run's logged training records), else its
+    final training figures."""
+    curve = [p for p in metrics.get("curve") or []
+             if isinstance(p, dict) and isinstance(p.get("loss"), (int, float))]  # fmt: skip
+    if not curve:
+        final = metrics.get("final_train")
+        if not final:
+            return "Training: no loss curve recorded"
+        return f"Training: no loss curve recorded; after {metrics.get('steps')} steps {final}"
+    picks = range(len(curve))
+    if len(curve) > CURVE_POINTS:
+        step = (len(curve) - 1) / (CURVE_POINTS - 1)
+        picks = sorted({round(i * step) for i in range(CURVE_POINTS)})
+    return "Training loss (step: loss):\n" + "\n".join(
+        f"  {curve[i].get('step')}: {curve[i]['loss']:.4f}" for i in picks)  # fmt: skip
+
+
 class LLMAnalyser:
     def __init__(self, client: LLMClient, task: Task):
         self.client, self.task = client, task
@@ -732,12 +859,22 @@ class LLMAnalyser:
 
     def analyse(self, record: Record, parent: Record | None,
                 siblings: Sequence[Record]) -> Analysis:  # fmt: skip
+        """Reads what the candidate changed (its diff against the parent's file), its loss
+        curve and evaluation, beside its parent and siblings."""
+        metrics = record.metrics or {}
         lines = [f"## Candidate {record.name}: {_figures(record, self.task)}\n{record.motivation}",
-                 f"Metrics: {json.dumps((record.metrics or {}).get('eval'))}"]  # fmt: skip
+                 f"Evaluation: {json.dumps(metrics.get('eval'))}", loss_curve(metrics)]  # fmt: skip
         if parent:
             lines.append(
                 f"## Parent {parent.name}: {_figures(parent, self.task)}\n{parent.motivation}"
             )
+            if parent.analysis:
+                lines.append(f"Analysis of the parent:\n{parent.analysis}")
+            diff = source_diff(self.task.candidate_source(parent), record.code, parent.name,
+                               record.name)  # fmt: skip
+            lines.append(f"## What the candidate changed in its parent's file\n```diff\n{diff}```")
+        else:
+            lines.append(f"## The candidate's file\n```python\n{record.code.rstrip()}\n```")
         lines += [
             f"- sibling {s.name}: {_figures(s, self.task)}" for s in siblings if s.id != record.id
         ]
@@ -755,12 +892,21 @@ class LLMJudge:
     def judge(self, record: Record, *, nearest_similarity: float,
               population: Sequence[Record],
               baselines: Sequence[Record] = ()) -> tuple[float, str]:  # fmt: skip
-        prompt = (
-            f"## Candidate {record.name}\n{record.motivation}\n\n```python\n{record.code}\n```\n\n"
+        """(overall score, rationale ending in the performance, innovation and complexity
+        sub-scores: `sub_scores` reads them) of a trained candidate beside the baselines."""
+        parts = [f"## Candidate {record.name} ({_figures(record, self.task)})\n"
+                 f"{record.motivation}\n\n```python\n{record.code.rstrip()}\n```"]  # fmt: skip
+        if baselines:
+            parts.append("## Baselines, trained alike\n" + "\n".join(
+                f"- {b.name}: {_figures(b, self.task)}" for b in baselines))  # fmt: skip
+        parts.append(
             f"Its motivation has cosine similarity {nearest_similarity:.2f} to the nearest "
             f"earlier one; {len(population)} designs came before it.\n"
-            "Score its novelty and soundness from 1 to 10."
+            "Score it from 1 to 10 for performance (its figures beside the baselines'), "
+            "innovation (how new its idea is) and complexity (how simple and cheap it is for "
+            "what it achieves), then overall."
         )
-        system = ("You are the judge of an automated discovery loop: rate how novel and "
-                  "sound a proposed candidate is.\n\n" + self.task.contract)  # fmt: skip
-        return self.client.ask("judge", system, prompt, JUDGEMENT)
+        system = ("You are the judge of an automated discovery loop: rate how well a trained "
+                  "candidate performs, how novel it is and how complex.\n\n"
+                  + self.task.contract)  # fmt: skip
+        return self.client.ask("judge", system, "\n\n".join(parts), JUDGEMENT)

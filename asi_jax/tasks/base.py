@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from asi_jax.agents.base import Analyser, Judge, Researcher
+from asi_jax.agents.base import Analyser, Judge, Record, Researcher
 from asi_jax.candidates.policy import Contract
 
 
@@ -100,6 +100,12 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def offline_agents(self) -> tuple[Researcher, Analyser, Judge]:
         """Researcher, analyser and judge that need no network."""
+
+    def candidate_source(self, record: Record) -> str:
+        """`record`'s code as a candidate file that agents may read, edit and imitate. A
+        baseline's code may be trusted source that imports what candidates may not; a task
+        that can write it as a valid candidate does so here."""
+        return record.code
 
     def design_of(self, source: str) -> dict[str, Any] | None:
         """The structured design of a (revised) source, where the task has a grammar."""

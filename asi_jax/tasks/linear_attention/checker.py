@@ -13,6 +13,10 @@ Stages, in order, each failing with a reason a researcher (or a reviser agent) c
                times their trip counts) grow sub-quadratically; compiled time is a backstop
   memory       the compiled forward + backward at 4T fits the memory budget
 
+Once the shapes pass, the report's "structure" holds the fingerprint of the traced program
+(`jaxpr_fingerprint`), so the controller can refuse a candidate that computes what an earlier
+one computed under other names.
+
 The candidate's code runs as training runs it: under `jax.vjp` with its parameters and its
 input differentiated, so it cannot behave one way when measured and another when trained.
 Only `nnx.Param` is differentiated: RNG streams, counters and other state ride along
@@ -24,7 +28,9 @@ values, as training moves them: a leak behind a gate initialised at zero shows t
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -482,20 +488,55 @@ def _stage_memory(m: _Mixer, c: CheckConfig, figures: dict) -> None:
         )
 
 
+# The shape the program is traced at for its fingerprint: (batch, sequence length).
+STRUCTURE_SHAPE = (1, 16)
+
+
+def _program_fingerprint(m: _Mixer, c: CheckConfig) -> str:
+    x = jnp.zeros((*STRUCTURE_SHAPE, c.d_model), jnp.float32)
+    # The parameters are closed over, so they become constants in the order the program
+    # first uses them, whatever the attributes holding them are called.
+    closed = jax.make_jaxpr(lambda x: m.apply(m.params, x))(x)
+    text = str(closed)
+    # Sub-programs are printed under their function's name, which may be the candidate's;
+    # variables are named in order of binding. Both are renamed in order of appearance.
+    names: dict[str, str] = {}
+    for match in re.finditer(r"(?:\bname=|\bjaxpr=|\blet )(\w+)|\b([a-z]+):", text):
+        names.setdefault(match.group(1) or match.group(2), f"_{len(names)}")
+    text = re.sub(r"\b\w+\b", lambda t: names.get(t.group(0), t.group(0)), text)
+    digest = hashlib.sha256(text.encode())
+    for const in closed.consts:  # the initial parameters (and any closed-over arrays)
+        value = np.asarray(const)
+        digest.update(f"{value.dtype}{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def jaxpr_fingerprint(mixer_cls, config: CheckConfig) -> str:
+    """A hash of the mixer's forward program traced at `STRUCTURE_SHAPE` with its initial
+    parameters (seeded by `config.seed`), names normalised: equal for mixers that compute the
+    same thing however their code names it, under the same `config` (width, heads, seed).
+    Runs the candidate's code: only in the worker."""
+    return _program_fingerprint(_stage_instantiate(mixer_cls, config, {}), config)
+
+
 def check_mixer(
     mixer_cls, config: CheckConfig, *, describe: Callable[[BaseException], str] = str
 ) -> dict[str, Any]:
-    """Runs the stages in order; returns {ok, stage, reason, figures}.
+    """Runs the stages in order; returns {ok, stage, reason, figures, structure}, where
+    structure is {"jaxpr": `jaxpr_fingerprint`} once the shapes stage passed (else {}).
 
     `describe` turns an unexpected exception (the candidate's own bug) into the reason.
     """
     figures: dict[str, Any] = {}
+    structure: dict[str, str] = {}
     stage = "instantiate"
     try:
         m = _stage_instantiate(mixer_cls, config, figures)
         for name, run in (
             ("params", lambda: _stage_params(mixer_cls, m, config, figures)),
             ("shapes", lambda: _stage_shapes(m, config, figures)),
+            ("shapes", lambda: structure.update(jaxpr=_program_fingerprint(m, config))),
             ("finite", lambda: _stage_finite(m, config, figures)),
             ("causality", lambda: _stage_causality(m, config, figures)),
             ("gradients", lambda: _stage_gradients(m, config, figures)),
@@ -505,12 +546,14 @@ def check_mixer(
             stage = name
             run()
     except CheckFailed as e:
-        return _report(False, e.stage, e.reason, figures)
+        return _report(False, e.stage, e.reason, figures, structure)
     except BaseException as e:
-        return _report(False, stage, describe(e), figures)
-    return _report(True, None, None, figures)
+        return _report(False, stage, describe(e), figures, structure)
+    return _report(True, None, None, figures, structure)
 
 
-def _report(ok: bool, stage: str | None, reason: str | None, figures: dict) -> dict[str, Any]:
+def _report(ok: bool, stage: str | None, reason: str | None, figures: dict,
+            structure: dict) -> dict[str, Any]:  # fmt: skip
     public = {k: v for k, v in figures.items() if not k.startswith("_")}
-    return {"ok": ok, "stage": stage, "reason": reason, "figures": public}
+    return {"ok": ok, "stage": stage, "reason": reason, "figures": public,
+            "structure": structure}  # fmt: skip

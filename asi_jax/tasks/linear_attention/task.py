@@ -15,6 +15,7 @@ from typing import Any
 
 from flax import nnx
 
+from asi_jax.agents.base import Record
 from asi_jax.tasks import register
 from asi_jax.tasks.base import Baseline, Figure, Figures, Task
 from asi_jax.tasks.linear_attention import checker, grammar
@@ -39,6 +40,9 @@ A mixer must be causal at every position, with gradients that match finite diffe
 cost that grows at most like T^1.5, and a parameter count within a budget relative to the
 reference baseline at two widths. It then trains as a small LM; the fitness reads the
 held-out loss and the mean recall on multi-query associative recall (MQAR)."""
+
+
+BASELINE_TAG = "# baseline "  # the first line of a baseline's code
 
 
 def _mqar_recalls(evals: Mapping[str, Any]) -> dict[str, float]:
@@ -73,12 +77,21 @@ class LinearAttentionTask(Task):
             design = grammar.BASELINE_DESIGNS.get(name)
             out[name] = Baseline(
                 name=name,
-                source=f"# baseline {name}: asi_jax.models.mixers.{cls.__name__}\n"
+                source=f"{BASELINE_TAG}{name}: asi_jax.models.mixers.{cls.__name__}\n"
                 + inspect.getsource(cls),
                 description=inspect.getdoc(cls) or "",
                 design=design.to_json() if design else None,
             )
         return out
+
+    def candidate_source(self, record: Record) -> str:
+        """A baseline with a grammar design as the grammar renders it (a valid candidate
+        file); other code as it is."""
+        if not (record.code.startswith(BASELINE_TAG) and record.design):
+            return record.code
+        design = grammar.Design.from_json(dict(record.design))
+        doc = f"Baseline {record.name} as a candidate: the grammar's equivalent of its class."
+        return grammar.render(design, docstring=doc)
 
     def check_request(self, check: checker.CheckConfig, train: Any, reference: str
                       ) -> dict[str, Any]:  # fmt: skip
