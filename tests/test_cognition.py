@@ -11,11 +11,14 @@ import pytest
 from fake_servers import serve
 
 from asi_jax.cognition.bench import (
+    Quality,
     key_texts,
     measure,
+    retrieval_quality,
     synthetic_entries,
     synthetic_queries,
 )
+from asi_jax.cognition.bm25 import BM25
 from asi_jax.cognition.embedders import EmbeddingError, GeminiEmbedder, HashingEmbedder
 from asi_jax.cognition.entries import (
     ASI_ARCH_FIELDS,
@@ -199,6 +202,35 @@ def test_bench_cognition_script_prints_a_table_and_writes_json(tmp_path):
         ("old", 400, "brute_force"), ("new_forced", 400, "ah"),
     ]  # fmt: skip
     assert all(r["recall_at_k"] > 0.5 and r["ms_per_query"] > 0 for r in rows)
+
+
+def test_store_retrieval_is_not_far_behind_bm25_on_judged_queries():
+    # 20 problem summaries judged against the 54 linear-attention entries. Measured: store
+    # recall@5 0.68, MRR 0.88; BM25 0.77, 0.96; chance 0.09, 0.16 (99th percentile of 200
+    # random rankings: 0.21, 0.28). The hashing embedder lacks BM25's idf weighting.
+    entries = load_jsonl(LinearAttentionTask.cognition_file)
+    judged = json.loads((DATA / "cognition_queries.json").read_text())["queries"]
+    queries, relevant = [j["query"] for j in judged], [j["relevant"] for j in judged]
+    store, bm25 = CognitionStore(entries, HashingEmbedder()), BM25(key_texts(entries))
+    titles = [e.title for e in entries]
+    ours = retrieval_quality(
+        [[r.entry.title for r in store.retrieve(q, len(entries))] for q in queries], relevant
+    )
+    lexical = retrieval_quality(
+        [[titles[i] for i in bm25.top_k(q, len(entries))] for q in queries], relevant
+    )
+    assert ours.recall_at_5 >= lexical.recall_at_5 - 0.15, (ours, lexical)
+    assert ours.mrr >= lexical.mrr - 0.15, (ours, lexical)
+    assert min(ours.recall_at_5, ours.mrr, lexical.recall_at_5, lexical.mrr) >= 0.5
+
+
+def test_bm25_scores_rare_matching_terms_highest():
+    bm25 = BM25(["gated delta rule", "delta rule", "rotary positions", "delta rule with decay"])
+    assert bm25.top_k("gated", 1) == [0]
+    assert bm25.top_k("delta rule", 2) == [1, 0]  # the shortest match ranks first
+    assert bm25.scores("unknown words")[0] == 0.0
+    assert np.all(bm25.scores("rotary")[[0, 1, 3]] == 0.0)
+    assert retrieval_quality([["a", "b", "c"]], [["b", "z"]]) == Quality(0.5, 0.5)
 
 
 def _embeddings(path: str, body: dict) -> tuple[int, dict]:

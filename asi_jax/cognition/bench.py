@@ -180,3 +180,20 @@ def key_texts(entries: Sequence[CognitionEntry]) -> list[str]:
 
     return [key_text(e) for e in entries]
 
+
+@dataclasses.dataclass(frozen=True)
+class Quality:
+    recall_at_5: float  # mean over queries of the fraction of relevant entries in the top 5
+    mrr: float  # mean reciprocal rank of the first relevant entry (0 if none is ranked)
+
+
+def retrieval_quality(rankings: Sequence[Sequence[str]],
+                      relevant: Sequence[Sequence[str]]) -> Quality:  # fmt: skip
+    """Judged quality of ranked titles (one ranking per query, best first)."""
+    recalls, reciprocal = [], []
+    for ranked, wanted in zip(rankings, relevant, strict=True):
+        wanted = set(wanted)
+        recalls.append(len(wanted & set(ranked[:5])) / len(wanted))
+        ranks = [i for i, title in enumerate(ranked, 1) if title in wanted]
+        reciprocal.append(1 / ranks[0] if ranks else 0.0)
+    return Quality(float(np.mean(recalls)), float(np.mean(reciprocal)))
