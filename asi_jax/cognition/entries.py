@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 # JSON key -> dataclass field. The upper-case keys are ASI-Arch's own.
@@ -91,29 +92,95 @@ def save_jsonl(entries: Iterable[CognitionEntry], path: str | Path) -> None:
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-def ingest_asi_arch(path: str | Path) -> list[CognitionEntry]:
-    """Entries from ASI-Arch's cognition format: a file, or a folder of `*.json` files, each
-    one paper holding a list of objects with the five upper-case fields. The title defaults
-    to the file's name, the source to its path."""
+# `**Title**: X`, `**Title:** X` or `Title: X`, up to the line's end or the next `**` field.
+_TITLE = re.compile(r"^[\s*_#-]*title[\s*_]*:[\s*_]*(.+?)\s*(?:\*\*|$)", re.I | re.M)
+_ARXIV_ID = re.compile(r"\d{4}\.\d{4,5}(v\d+)?")
+_SUFFIXES = (".json", ".jsonl")
+
+
+def title_from_background(background) -> str | None:
+    """The paper's title from a BACKGROUND's `**Title**: ...` line, as ASI-Arch writes it
+    (BACKGROUND may be one text or a list of lines)."""
+    lines = background if isinstance(background, list) else [background]
+    for line in lines:
+        match = _TITLE.search(line) if isinstance(line, str) else None
+        if match:
+            return match.group(1).strip()
+    return None
+
+
+def _paper_id(file: Path) -> str:
+    """A file's name as the paper's id: never its path, which is the ingesting machine's."""
+    return f"arXiv:{file.stem}" if _ARXIV_ID.fullmatch(file.stem) else file.stem.replace("_", " ")
+
+
+def _discover(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.suffix.lower() in _SUFFIXES and p.is_file())
+
+
+def _items(file: Path) -> list:
+    text = file.read_text()
+    if file.suffix.lower() == ".jsonl":
+        items = []
+        for number, line in enumerate(text.splitlines(), 1):
+            try:
+                items.extend([json.loads(line)] if line.strip() else [])
+            except json.JSONDecodeError as e:
+                raise CognitionFormatError(f"{file}:{number}: not valid JSON ({e.msg})") from None
+        return items
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CognitionFormatError(f"{file}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    items = [items] if isinstance(items, dict) else items
+    if not isinstance(items, list):
+        raise CognitionFormatError(f"{file}: expected a list of entries")
+    return items
+
+
+def ingest_asi_arch(path: str | Path, warn: Callable[[str], None] = print) -> list[CognitionEntry]:
+    """Entries from ASI-Arch's cognition format: a file, or a folder searched recursively for
+    `.json` / `.jsonl` files (any case), each one paper holding a list of objects (a `.jsonl`:
+    one per line) with the five upper-case fields.
+
+    Each entry's title is its BACKGROUND's `**Title**:` line (else the file's name) and its
+    source the paper's id (the file's name), so no local path reaches a prompt or an index
+    key. A malformed file or entry is skipped and `warn` told why; a summary with the counts
+    follows. Raises only when nothing at all could be ingested.
+    """
     path = Path(path)
-    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+    files = _discover(path)
     if not files:
-        raise CognitionFormatError(f"{path}: no .json files to ingest")
-    entries = []
+        raise CognitionFormatError(f"{path}: no .json or .jsonl files to ingest")
+    entries, problems, bad_files = [], [], 0
     for file in files:
         try:
-            items = json.loads(file.read_text())
-        except json.JSONDecodeError as e:
-            raise CognitionFormatError(
-                f"{file}: not valid JSON ({e.msg}, line {e.lineno})"
-            ) from None
-        if isinstance(items, dict):
-            items = [items]
-        if not isinstance(items, list):
-            raise CognitionFormatError(f"{file}: expected a list of entries")
-        title = file.stem.replace("_", " ")
+            items = _items(file)
+        except (OSError, UnicodeDecodeError, CognitionFormatError) as e:
+            problems.append(str(e) if isinstance(e, CognitionFormatError) else f"{file}: {e}")
+            bad_files += 1
+            continue
+        source = _paper_id(file)
         for i, item in enumerate(items):
-            entries.append(entry_from_json(item, f"{file}[{i}]", title=title, source=str(file)))
+            background = item.get("BACKGROUND") if isinstance(item, dict) else None
+            title = title_from_background(background) if background else None
+            try:
+                entry = entry_from_json(item, f"{file}[{i}]", title=title or source,
+                                        source=source)  # fmt: skip
+            except CognitionFormatError as e:
+                problems.append(str(e))
+                continue
+            entries.append(entry)
+    for problem in problems:
+        warn(f"cognition: skipped {problem}")
+    if problems:
+        bad_entries = len(problems) - bad_files
+        warn(f"cognition: ingested {len(entries)} entries from {path}; skipped as malformed "
+             f"{bad_files} of {len(files)} files and {bad_entries} entries")  # fmt: skip
+    if not entries:
+        raise CognitionFormatError(f"{path}: nothing could be ingested ({'; '.join(problems)})")
     return entries
 
 

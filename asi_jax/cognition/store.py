@@ -23,7 +23,7 @@ class Retrieved:
     score: float  # cosine similarity of the query to the entry's trigger patterns
 
 
-def _key_text(entry: CognitionEntry) -> str:
+def key_text(entry: CognitionEntry) -> str:
     return f"{entry.title}. {entry.trigger_patterns}"
 
 
@@ -39,7 +39,7 @@ class CognitionStore:
         if not entries:
             raise ValueError("a cognition store needs at least one entry")
         self.entries, self.embedder = list(entries), embedder
-        texts = [_key_text(e) for e in self.entries]
+        texts = [key_text(e) for e in self.entries]
         self.index = load_or_build(
             lambda: embedder.embed(texts, "document"),
             index_dir,
