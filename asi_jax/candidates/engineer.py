@@ -43,6 +43,9 @@ class EngineerConfig:
     max_attempts: int = 2  # sources tried: the first, then each revision
     limit_retries: int = 0  # retries, at doubled limits, of an attempt that ran out of time
     visible_devices: str | None = None  # pin the sandbox to these accelerators
+    # (traced-program fingerprint, name) of earlier candidates: a candidate whose check finds
+    # one of these fingerprints is a structural duplicate and is not trained.
+    known_structures: tuple[tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +104,7 @@ def worker_request(config: EngineerConfig, baseline: str | None = None) -> dict[
         "train": None if config.train is None else to_dict(config.train),
         "baseline": baseline,
         "pinned": config.visible_devices,
+        "known_structures": dict(config.known_structures),
     }
 
 

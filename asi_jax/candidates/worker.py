@@ -207,6 +207,11 @@ def handle(request: dict, workdir: Path, data: Sequence[str], layers: dict[str, 
     report = task.check(symbol, request["check"], _trimmed_traceback)
     if job == "check" or not report["ok"]:
         return judged({**report, "check": report})
+    structure = (report.get("structure") or {}).get("jaxpr")
+    if (twin := request.get("known_structures", {}).get(structure)) is not None:
+        return judged({"ok": False, "stage": "duplicate", "check": report,
+                       "reason": f"its traced program is {twin}'s: a structural duplicate, "
+                                 "not trained"})  # fmt: skip
     # The run records what it trained: the baseline's name, or the candidate's file.
     label = request.get("baseline") or CANDIDATE_FILE
     try:

@@ -49,6 +49,7 @@ from asi_jax.agents.llm import LLMError, LLMUnavailable, Transport
 from asi_jax.candidates import isolation
 from asi_jax.candidates.engineer import EngineerConfig, Result, code_hash, revise, run_candidate
 from asi_jax.candidates.sandbox import Cancelled
+from asi_jax.candidates.structure import ast_fingerprint
 from asi_jax.cognition.embedders import make_embedder
 from asi_jax.cognition.entries import ingest_asi_arch, load_jsonl, unique
 from asi_jax.cognition.index import IndexConfig
@@ -77,11 +78,11 @@ class EvolutionError(RuntimeError):
     pass
 
 
-def _load_entries(config: EvolutionConfig, task: Task):
+def _load_entries(config: EvolutionConfig, task: Task, warn: Callable[[str], None]):
     entries = load_jsonl(task.cognition_file)
     for path in config.cognition.extra_entries:
         p = Path(path)
-        entries += load_jsonl(p) if p.suffix == ".jsonl" else ingest_asi_arch(p)
+        entries += load_jsonl(p) if p.suffix == ".jsonl" else ingest_asi_arch(p, warn=warn)
     return unique(entries)
 
 
@@ -181,8 +182,9 @@ class Controller:
         self.db.set_meta("environments", [*(self.db.get_meta("environments") or []), start])
         self.embedder = make_embedder(config.cognition.embedder)
         self.cognition = CognitionStore(
-            _load_entries(config, self.task), self.embedder, self.workdir / "cognition_index",
-            IndexConfig(brute_force_limit=config.cognition.tree_threshold),
+            _load_entries(config, self.task, self.log), self.embedder,
+            self.workdir / "cognition_index",
+            IndexConfig(brute_force_limit=config.cognition.exact_search_limit),
             warn=self.log,
         )  # fmt: skip
         kinds = sorted({config.agents_of(i) for i in range(config.islands.count)})
@@ -200,6 +202,7 @@ class Controller:
         self._unanswered = 0  # proposals in a row whose model gave no answer (LLMUnavailable)
         self._paused_until = 0.0  # monotonic time before which no proposal is made
         self._llm_unavailable: str | None = None  # set after too many unanswered proposals
+        self._fingerprints: dict[str, str] = {}  # code hash -> normalised-AST fingerprint
         self._cancel = threading.Event()  # set when the run stops: kills sandboxes in flight
         self._state: dict[str, Any] | None = None  # running / finished / failed / interrupted
 
@@ -227,7 +230,13 @@ class Controller:
         if it runs out of time; everything else at the stage's limits (see `stage_limits`)."""
         c = self.config
         usage = None if reference else state.reference_usage(self.db, stage)
+        known = ()  # in verification every candidate has been checked (and found) before
+        if stage == "explore":
+            known = tuple((jaxpr, r["name"]) for r in self.db.evaluations("explore")
+                          if (jaxpr := ((r["check_report"] or {}).get("structure")
+                                        or {}).get("jaxpr")))  # fmt: skip
         return EngineerConfig(task=c.task, check=c.check, train=self.experiment(stage),
+                              known_structures=known,
                               limits=c.limits_of(stage).for_stage(usage, c.workers),
                               limit_retries=1 if reference else 0,
                               reference=c.reference_baseline,
@@ -437,8 +446,12 @@ class Controller:
             design = proposal.design and self.task.design_key(proposal.design)
             candidates = self.db.candidates()
             known = {self.task.design_key(c["design"]) for c in candidates if c["design"]}
+            twin = self._structural_twin(proposal.code, candidates)
             if digest in {c["code_hash"] for c in candidates} or design in known:
                 reason = "duplicate of an earlier design"
+            elif twin is not None:
+                reason = (f"structural duplicate of {twin} (the same program up to comments, "
+                          "names and layout)")  # fmt: skip
             elif not novel:
                 reason = (f"motivation {similarity:.3f} similar to "
                           f"{candidates[nearest]['name']}")  # fmt: skip
@@ -473,6 +486,24 @@ class Controller:
         self.db.add_timing(cid, "propose", time.monotonic() - attempt.started)
         self.novelty.add(proposal.motivation)
         return self.db.candidate(cid)
+
+    def _structural_twin(self, code: str, candidates: list[dict]) -> str | None:
+        """The earlier candidate whose source has `code`'s normalised AST, if any (computed
+        by parsing only: nothing of the candidate runs here)."""
+        try:
+            own = ast_fingerprint(code)
+        except SyntaxError:
+            return None  # the engineer reports it, and the reviser may fix it
+        for c in candidates:
+            if c["code_hash"] not in self._fingerprints:
+                source = self.task.candidate_source(Record.from_row({**c, "status": "n/a"}))
+                try:
+                    self._fingerprints[c["code_hash"]] = ast_fingerprint(source)
+                except SyntaxError:
+                    self._fingerprints[c["code_hash"]] = ""
+            if self._fingerprints[c["code_hash"]] == own:
+                return c["name"]
+        return None
 
     def _drain_calls(self) -> None:
         """Stores the language-model calls recorded since the last drain (the sink is fed

@@ -237,6 +237,15 @@ def restore(manager: ocp.CheckpointManager, step: int, state: dict, iterator=Non
     return manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
 
+def training_curve(workdir: Path) -> list[dict[str, float]]:
+    """The logged training losses ([{"step", "loss"}], resumed runs included): what an
+    analyser reads of how a run learned."""
+    path = workdir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    records = [json.loads(line) for line in lines if line.strip()]
+    return [{"step": r["step"], "loss": r["loss"]} for r in records if "loss" in r]
+
+
 def train(
     config: ExperimentConfig,
     workdir: str | Path,
@@ -372,6 +381,7 @@ def _train(
         "wall_seconds": time.time() - started,
         "mixer": config.mixer,
         "seed": config.seed,
+        "curve": training_curve(workdir),
     }
     if optimizer is not None:
         result["optimizer"] = optimizer_label or "candidate"
