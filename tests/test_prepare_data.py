@@ -325,3 +325,29 @@ def test_prepare_data_script(corpus, tmp_path):
                          capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.strip().endswith("nothing.jsonl' does not exist"), bad.stderr
+
+
+@pytest.mark.slow  # two sandboxed check-and-train runs: about 2-3 minutes on 2 busy cores
+def test_candidate_and_baseline_train_on_shards_in_the_sandbox(corpus, tmp_path):
+    """The shard folder is the run's declared data: mounted read-only into the sandboxed
+    worker, which reads it there (and nothing else of this machine)."""
+    from asi_jax.candidates.engineer import EngineerConfig, run_candidate
+    from asi_jax.tasks.linear_attention.checker import CheckConfig
+
+    _prepare(_split_corpus(corpus), tmp_path / "shards")
+    config = from_config_dict(_shard_config(tmp_path / "shards", steps=20))
+    assert config.data.declared_paths == (str(tmp_path / "shards"),)
+    check = CheckConfig(d_model=32, num_heads=2, seq_lens=(1, 19), cost_seq_len=128)
+    engineer = EngineerConfig(check=check, train=config)
+    good = (ROOT / "tests" / "candidates" / "good_gated_delta.py").read_text()
+    candidate = run_candidate(good, engineer, tmp_path / "candidate")
+    baseline = run_candidate("", engineer, tmp_path / "baseline", baseline="deltanet")
+    for result, folder in ((candidate, "candidate"), (baseline, "baseline")):
+        assert result.ok, (folder, result.stage, result.reason)
+        assert result.train["status"] == "completed" and result.train["steps"] == 20
+        assert result.train["eval"]["heldout"]["loss"] < 4.0  # below chance (ln 256 = 5.5)
+        run = json.loads((tmp_path / folder / "attempt1" / "train" / "run.json").read_text())
+        assert run["config"]["data"]["shards"] == str(tmp_path / "shards")
+        landlock = result.attempts[0].isolation.get("landlock") or {}
+        if landlock:  # where the kernel has Landlock: the folder was granted, read only
+            assert str(tmp_path / "shards") in landlock["granted"]
