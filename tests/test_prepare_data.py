@@ -16,7 +16,7 @@ import pytest
 from train_testing import losses, tiny_dict
 
 from asi_jax.data import shards
-from asi_jax.data.pipeline import DataConfig, eval_batches, train_iterator
+from asi_jax.data.pipeline import DataConfig, eval_batches, shard_documents, train_iterator
 from asi_jax.data.prepare import PrepareConfig, prepare
 from asi_jax.train.config import from_config_dict
 from asi_jax.train.trainer import train
@@ -84,7 +84,7 @@ def _split_corpus(corpus: dict) -> dict:
 
 
 def _records(folder: Path, split: str) -> list[np.ndarray]:
-    docs = shards.documents(folder, split)
+    docs = shard_documents(folder, split)
     return [docs[i]["tokens"] for i in range(len(docs))]
 
 
@@ -309,6 +309,19 @@ def test_killed_training_on_shards_resumes_exactly(corpus, tmp_path):
     assert "resumed from step 10" in lines
     assert losses(tmp_path / "resumed") == losses(tmp_path / "reference")
     assert resumed["eval"]["heldout"]["loss"] == reference["eval"]["heldout"]["loss"]
+
+
+def test_evolve_text_config_takes_a_shard_folder(corpus, tmp_path):
+    from asi_jax.command_line import _load_config_file
+    from asi_jax.evolution.config import from_config_dict as evolution_config
+
+    _prepare(_split_corpus(corpus), tmp_path / "shards")
+    config = evolution_config(
+        _load_config_file(f"{ROOT / 'configs' / 'evolve_text.py'}:{tmp_path / 'shards'}")
+    )
+    for stage in (config.explore, config.verify.experiment):
+        assert stage.data.kind == "shards" and stage.model.vocab_size == 256
+        assert stage.data.declared_paths == (str(tmp_path / "shards"),)
 
 
 def test_prepare_data_script(corpus, tmp_path):

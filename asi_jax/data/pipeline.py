@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import itertools
 import os
+from pathlib import Path
 
 import grain
 import jax
@@ -113,6 +114,42 @@ def _read_split(
     return corpus.split(tokens, heldout_fraction, seq_len)
 
 
+def shard_documents(directory: str | Path, split: str) -> grain.MapDataset:
+    """The split's documents in corpus order, each {"tokens": int32 [N]}, read on access."""
+    manifest = shards.load_manifest(directory)
+    paths = shards.shard_paths(directory, split)
+    expected = manifest["splits"][split]["documents"]
+    if not paths or expected == 0:
+        raise shards.ShardError(
+            f"{directory}: the {split!r} split holds no documents; prepare the corpus with more "
+            f"documents or another heldout fraction"
+        )
+    source = grain.sources.ArrayRecordDataSource(paths)
+    if len(source) != expected:
+        raise shards.ShardError(
+            f"{directory}: the {split!r} shards hold {len(source)} records, the manifest says "
+            f"{expected}: damaged or replaced shards"
+        )
+    dtype = manifest["dtype"]
+    return grain.MapDataset.source(source).map(lambda r: {"tokens": shards.decode_record(r, dtype)})
+
+
+def shard_windows(docs: grain.IterDataset, seq_len: int) -> grain.IterDataset:
+    """Documents concatenated and cut into windows of seq_len + 1 tokens (a document may span
+    windows): inputs, targets int32 [T]; mask float32 [T], zero only on the padding of a last,
+    partial window (a finite stream's end)."""
+    packed = grain.experimental.ConcatThenSplitIterDataset(
+        docs, length_struct={"tokens": seq_len + 1}
+    )
+
+    def example(element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tokens = element["tokens"].astype(np.int32)
+        filled = element["tokens_segment_ids"][1:] > 0
+        return {"inputs": tokens[:-1], "targets": tokens[1:], "mask": filled.astype(np.float32)}
+
+    return packed.map(example)
+
+
 def train_source(config: DataConfig):
     if config.kind == "mqar":
         return MQARSource(config.mqar, seed=config.seed, size=_STREAM)
@@ -138,12 +175,12 @@ def train_iterator(
             f"data.batch_size ({config.batch_size}) must be divisible by the {hosts} hosts"
         )
     if config.kind == "shards":
-        docs = shards.documents(config.shards, "train")
+        docs = shard_documents(config.shards, "train")
         if len(docs) < hosts:
             raise ValueError(f"the shards' train split has {len(docs)} documents, fewer than "
                              f"the {hosts} hosts")  # fmt: skip
         docs = docs[host::hosts].shuffle(seed=config.seed).repeat()
-        examples = shards.windows(docs.to_iter_dataset(), config.seq_len)
+        examples = shard_windows(docs.to_iter_dataset(), config.seq_len)
         return iter(examples.batch(config.batch_size // hosts, drop_remainder=True))
     dataset = grain.MapDataset.source(train_source(config))
     dataset = dataset[host::hosts]
@@ -160,8 +197,8 @@ def eval_batches(config: DataConfig, kv_pairs: int | None = None) -> list[dict[s
             mqar = dataclasses.replace(mqar, num_kv_pairs=kv_pairs)
         source = MQARSource(mqar, seed=config.seed + 1_000_003, size=config.eval_examples)
     elif config.kind == "shards":
-        docs = shards.documents(config.shards, "heldout").to_iter_dataset()
-        examples = list(itertools.islice(shards.windows(docs, config.seq_len),
+        docs = shard_documents(config.shards, "heldout").to_iter_dataset()
+        examples = list(itertools.islice(shard_windows(docs, config.seq_len),
                                          config.eval_examples))  # fmt: skip
         source = examples
     else:

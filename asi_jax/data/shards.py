@@ -9,8 +9,10 @@
 
 The manifest is written last: a folder without one is incomplete. Readers go through
 `load_manifest`, which checks it against the files (names, sizes) so that a truncated or
-missing shard is reported by name before anything trains. Records are read one at a time by
-grain's ArrayRecord source, so memory is bounded by the documents in flight, not the corpus.
+missing shard is reported by name before anything trains. `pipeline.py` reads the records
+one at a time with grain's ArrayRecord source, so memory is bounded by the documents in
+flight, not the corpus. This module does not import grain: prepare_data's worker processes
+import it, and start faster without.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import grain
 import numpy as np
 
 MANIFEST = "manifest.json"
@@ -132,35 +133,3 @@ def shard_paths(directory: str | Path, split: str) -> list[str]:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     manifest = load_manifest(directory)
     return [os.path.join(directory, s["file"]) for s in manifest["splits"][split]["shards"]]
-
-
-def documents(directory: str | Path, split: str) -> grain.MapDataset:
-    """The split's documents in corpus order, each {"tokens": int32 [N]}, read on access."""
-    manifest = load_manifest(directory)
-    paths = shard_paths(directory, split)
-    expected = manifest["splits"][split]["documents"]
-    if not paths or expected == 0:
-        raise ShardError(f"{directory}: the {split!r} split holds no documents; prepare the "
-                         f"corpus with more documents or another heldout fraction")  # fmt: skip
-    source = grain.sources.ArrayRecordDataSource(paths)
-    if len(source) != expected:
-        raise ShardError(f"{directory}: the {split!r} shards hold {len(source)} records, the "
-                         f"manifest says {expected}: damaged or replaced shards")  # fmt: skip
-    dtype = manifest["dtype"]
-    return grain.MapDataset.source(source).map(lambda r: {"tokens": decode_record(r, dtype)})
-
-
-def windows(docs: grain.IterDataset, seq_len: int) -> grain.IterDataset:
-    """Documents concatenated and cut into windows of seq_len + 1 tokens (a document may span
-    windows): inputs, targets int32 [T]; mask float32 [T], zero only on the padding of a last,
-    partial window (a finite stream's end)."""
-    packed = grain.experimental.ConcatThenSplitIterDataset(
-        docs, length_struct={"tokens": seq_len + 1}
-    )
-
-    def example(element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        tokens = element["tokens"].astype(np.int32)
-        filled = element["tokens_segment_ids"][1:] > 0
-        return {"inputs": tokens[:-1], "targets": tokens[1:], "mask": filled.astype(np.float32)}
-
-    return packed.map(example)
