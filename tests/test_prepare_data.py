@@ -226,10 +226,12 @@ def test_shard_config_errors(corpus, tmp_path, monkeypatch):
     assert config.shards == str(tmp_path / "shards") and config.declared_paths == (config.shards,)
 
 
-def test_shard_iterator_resumes_from_its_state_and_eval_is_fixed(corpus, tmp_path):
+@pytest.mark.parametrize("read_threads", [0, 2])
+def test_shard_iterator_resumes_from_its_state_and_eval_is_fixed(corpus, tmp_path, read_threads):
     _prepare(_split_corpus(corpus), tmp_path / "shards")
     config = DataConfig(kind="shards", shards=str(tmp_path / "shards"), batch_size=4,
-                        seq_len=48, seed=5, eval_examples=10)  # fmt: skip
+                        seq_len=48, seed=5, eval_examples=10,
+                        read_threads=read_threads)  # fmt: skip
     it = train_iterator(config)
     first = [next(it) for _ in range(7)]
     state = json.loads(json.dumps(it.get_state()))  # as a checkpoint stores it

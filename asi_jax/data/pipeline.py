@@ -33,6 +33,9 @@ class DataConfig:
     tokenizer: str = ""  # a SentencePiece .model or tokenizers .json file; "" = UTF-8 bytes
     heldout_fraction: float = 0.05  # bytes; prepared shards carry their own split
     shards: str = ""  # shards: the folder holding manifest.json
+    # shards: threads reading records ahead of the packer (0: in the calling thread); more
+    # help on slow (network) storage, and cost CPU on a local disk
+    read_threads: int = 2
     eval_examples: int = 256
     # MQAR accuracy is also reported at these numbers of key-value pairs (0: only the trained)
     eval_kv_pairs: tuple[int, ...] = ()
@@ -53,6 +56,8 @@ class DataConfig:
             )
         if self.eval_examples < 1:
             raise ValueError(f"data.eval_examples must be >= 1, got {self.eval_examples}")
+        if self.read_threads < 0:
+            raise ValueError(f"data.read_threads must be >= 0, got {self.read_threads}")
         if self.kind == "shards":
             if not self.shards:
                 raise ValueError("data.kind='shards' needs data.shards, the prepared folder")
@@ -180,7 +185,9 @@ def train_iterator(
             raise ValueError(f"the shards' train split has {len(docs)} documents, fewer than "
                              f"the {hosts} hosts")  # fmt: skip
         docs = docs[host::hosts].shuffle(seed=config.seed).repeat()
-        examples = shard_windows(docs.to_iter_dataset(), config.seq_len)
+        ahead = grain.ReadOptions(num_threads=config.read_threads,
+                                  prefetch_buffer_size=8 * config.read_threads)  # fmt: skip
+        examples = shard_windows(docs.to_iter_dataset(ahead), config.seq_len)
         return iter(examples.batch(config.batch_size // hosts, drop_remainder=True))
     dataset = grain.MapDataset.source(train_source(config))
     dataset = dataset[host::hosts]
