@@ -139,7 +139,8 @@ def test_tokenizer_file_and_workers_give_the_same_shards(corpus, tmp_path):
 
 
 def test_hf_dataset_path_gives_the_parquet_shards(corpus, tmp_path, monkeypatch):
-    """datasets.load_dataset("parquet", data_files=...) on a local file: no download."""
+    """datasets.load_dataset("parquet", data_files=...) on a local file (no download), its
+    rows tokenised by two worker processes."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     parquet = corpus["paths"][3]
@@ -147,7 +148,7 @@ def test_hf_dataset_path_gives_the_parquet_shards(corpus, tmp_path, monkeypatch)
     direct = prepare(PrepareConfig(inputs=(parquet,), output=str(tmp_path / "direct"),
                                    **common), log=lambda line: None)  # fmt: skip
     hf = prepare(PrepareConfig(hf_dataset="parquet", hf_data_files=(parquet,), hf_rows=7,
-                               hf_cache_dir=str(tmp_path / "cache"),
+                               workers=2, hf_cache_dir=str(tmp_path / "cache"),
                                output=str(tmp_path / "hf"), **common),
                  log=lambda line: None)  # fmt: skip
     assert hf["documents"] == direct["documents"] == len(corpus["parquet"])
