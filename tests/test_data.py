@@ -108,7 +108,7 @@ def test_eval_sets_are_fixed_and_disjoint_from_training():
 
 
 def test_data_config_errors():
-    with pytest.raises(ValueError, match=r"data\.kind must be 'mqar' or 'bytes'"):
+    with pytest.raises(ValueError, match=r"data\.kind must be 'mqar', 'bytes' or 'shards'"):
         DataConfig(kind="images")
     with pytest.raises(ValueError, match=r"data.mqar.seq_len \(48\) must equal data.seq_len"):
         DataConfig(kind="mqar", seq_len=64, mqar=MQAR)

@@ -65,8 +65,7 @@ def evaluate(
     eval_sums: EvalSums, sets: Mapping[str, Sequence[Batch]], data: DataConfig
 ) -> dict[str, dict]:
     """`evaluate_set` for each named set."""
-    byte_level = data.kind == "bytes" and not data.tokenizer
-    return {name: evaluate_set(eval_sums, batches, byte_level=byte_level)
+    return {name: evaluate_set(eval_sums, batches, byte_level=data.byte_level)
             for name, batches in sets.items()}  # fmt: skip
 
 
