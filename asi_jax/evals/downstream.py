@@ -301,10 +301,10 @@ class Scorer:
         return out
 
     def _batch(self, rows: list[tuple[list[int], int]]) -> dict[str, np.ndarray]:
-        """Right-padded to a power-of-two length (at least 16, at most `max_length`) and to
+        """Right-padded to a power-of-two length (at least 64, at most `max_length`) and to
         `batch_size` rows; padding is never scored (mask 0)."""
         longest = max(len(tokens) - 1 for tokens, _ in rows)
-        length = min(self.max_length, max(16, 1 << (longest - 1).bit_length()))
+        length = min(self.max_length, max(64, 1 << (longest - 1).bit_length()))
         inputs = np.zeros((self.batch_size, length), np.int32)
         targets = np.zeros((self.batch_size, length), np.int32)
         mask = np.zeros((self.batch_size, length), np.float32)
