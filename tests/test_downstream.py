@@ -156,6 +156,13 @@ def test_requests_are_encoded_and_windowed_as_the_harness_does():
             list(text.encode()), prefix_token=10, max_seq_len=16, context_len=1)]  # fmt: skip
         assert scorer.rolling_windows(text) == theirs, length
 
+    from asi_jax.evals.lm_eval_adapter import AsiJaxLM
+
+    with pytest.raises(NotImplementedError, match="log-likelihoods only"):
+        AsiJaxLM(scorer=scorer).generate_until([])
+    with pytest.raises(ValueError, match="model_args workdir="):
+        AsiJaxLM()
+
 
 def test_bad_benchmark_data_fails_with_a_clear_message(tmp_path):
     bad = tmp_path / "arc_easy.jsonl"

@@ -239,7 +239,7 @@ def read_examples(path: str | Path, name: str, max_examples: int = 0) -> list[Ex
                 raise DownstreamDataError(
                     f"{path}:{number}: a {name} document needs the field {e}"
                 ) from None
-            except (ValueError, TypeError, AttributeError) as e:
+            except (ValueError, TypeError, AttributeError, IndexError) as e:
                 raise DownstreamDataError(f"{path}:{number}: not a {name} document: {e}") from None
     if not examples:
         raise DownstreamDataError(f"{path}: no {name} documents")
@@ -262,7 +262,8 @@ class Scorer:
         self.batch_size = -(-batch_size // multiple_of) * multiple_of
         # No end-of-text token: documents are joined by newlines in training (data/corpus.py),
         # so a newline is what an empty context conditions on.
-        self.prefix_token = int(tokenizer.encode("\n")[-1])
+        newline = tokenizer.encode("\n")
+        self.prefix_token = int(newline[-1]) if len(newline) else 0
 
     def encode(self, text: str) -> list[int]:
         return [int(t) for t in self.tokenizer.encode(text)]
@@ -368,7 +369,7 @@ def score_examples(name: str, examples: Sequence[Example], scorer: Scorer) -> di
 def evaluate_benchmarks(config: DownstreamConfig, scorer: Scorer) -> dict[str, Any]:
     """{"accuracy": the mean headline accuracy of the benchmarks that have one (None if none
     has), "benchmarks": {task: its metrics, "accuracy" (its headline), examples, examples
-    per second}}."""
+    per second (compilation included)}}."""
     results: dict[str, Any] = {}
     for name in config.benchmarks:
         examples = read_examples(task_file(config.data_dir, name), name, config.max_examples)
