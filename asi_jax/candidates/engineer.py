@@ -123,7 +123,8 @@ def _attempt(number: int, source: str, config: EngineerConfig, workdir: Path,
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CANDIDATE_FILE).write_text(source)
     request = worker_request(config, baseline)
-    data = () if config.train is None else config.train.data.declared_paths
+    data = () if config.train is None else (*config.train.data.declared_paths,
+                                            *config.train.evals.declared_paths)  # fmt: skip
     data = (*data, *([request["task_file"]] if request["task_file"] else []))
     outcome: SandboxResult = run_worker(request, folder, limits, read_only_paths=data,
                                         visible_devices=config.visible_devices,

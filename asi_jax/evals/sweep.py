@@ -48,7 +48,11 @@ def run_sweep(
 
 
 def _summary(row: dict) -> str:
-    evals = ", ".join(f"{k} acc {v['accuracy']:.3f}" for k, v in row["eval"].items())
+    evals = ", ".join(
+        f"{k} acc {v['accuracy']:.3f}"
+        for k, v in row["eval"].items()
+        if v.get("accuracy") is not None
+    )  # (downstream perplexities only: None)
     return f"{row['mixer']} seed {row['seed']}: {row['status']}, {evals}"
 
 
@@ -57,13 +61,15 @@ def format_table(rows: Sequence[dict]) -> str:
     by_mixer: dict[str, list[dict]] = {}
     for row in rows:
         by_mixer.setdefault(row["mixer"], []).append(row)
-    sets = sorted({name for row in rows for name in row["eval"]})
+    sets = sorted({name for row in rows for name, v in row["eval"].items()
+                   if v.get("accuracy") is not None})  # fmt: skip
     header = f"{'mixer':<16}{'params':>9}" + "".join(f"{s + ' acc':>16}" for s in sets)
     lines = [header + f"{'loss':>8}", "-" * (len(header) + 8)]
     for mixer, runs in by_mixer.items():
         cells = []
         for name in sets:
-            accs = [r["eval"][name]["accuracy"] for r in runs if name in r["eval"]]
+            accs = [r["eval"][name]["accuracy"] for r in runs
+                    if (r["eval"].get(name) or {}).get("accuracy") is not None]  # fmt: skip
             spread = max(accs) - min(accs) if len(accs) > 1 else 0.0
             cells.append(f"{sum(accs) / len(accs):>10.3f} ±{spread / 2:.2f}")
         loss = sum(r["eval"]["heldout"]["loss"] for r in runs) / len(runs)

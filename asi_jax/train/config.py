@@ -18,6 +18,7 @@ from typing import Any
 from ml_collections import ConfigDict
 
 from asi_jax.data.pipeline import DataConfig
+from asi_jax.evals.downstream import DownstreamConfig
 from asi_jax.models.lm import ModelConfig
 from pallas_kernels import IMPLS
 
@@ -76,6 +77,7 @@ class ExperimentConfig:
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     monitor: MonitorConfig = MonitorConfig()
+    evals: DownstreamConfig = DownstreamConfig()  # benchmarks scored at the end of a run
 
     def __post_init__(self):
         if self.model.vocab_size == 0:  # the data's: a tokenizer file's size, 256 for bytes
@@ -87,6 +89,8 @@ class ExperimentConfig:
                 f"model.vocab_size ({self.model.vocab_size}) must equal the data's vocabulary "
                 f"({self.data.vocab_size} for data.kind={self.data.kind!r})"
             )
+        if self.evals.benchmarks and self.data.kind != "bytes":
+            raise ValueError("evals.benchmarks are text benchmarks: they need data.kind='bytes'")
 
 
 def convert(cls: type, values: Mapping[str, Any], path: str = ""):

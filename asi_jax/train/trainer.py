@@ -12,6 +12,7 @@ and the data stream, whose position is in the checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from functools import partial
@@ -27,6 +28,8 @@ from flax import nnx
 
 import pallas_kernels as pk
 from asi_jax.data.pipeline import train_iterator
+from asi_jax.data.tokenizers import load_tokenizer
+from asi_jax.evals.downstream import DownstreamConfig, Scorer, evaluate_benchmarks
 from asi_jax.models.lm import CausalLM, MixerFactory, count_params
 from asi_jax.models.mixers import resolve_mixer
 from asi_jax.provenance import environment_record
@@ -47,6 +50,15 @@ def masked_cross_entropy(logits: jax.Array, batch: Batch) -> tuple[jax.Array, di
     correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
     sums = {"loss": (losses * mask).sum(), "correct": (correct * mask).sum(), "count": mask.sum()}
     return sums["loss"] / denom, sums
+
+
+def continuation_scores(logits: jax.Array, batch: Batch) -> dict[str, jax.Array]:
+    """Per example: the summed log-probability of the masked targets, and whether every masked
+    target was the argmax. logits [B, T, V], batch arrays [B, T] -> logprob, greedy [B]."""
+    mask = batch["mask"].astype(jnp.float32)
+    logprobs = -optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+    hit = jnp.argmax(logits, -1) == batch["targets"]
+    return {"logprob": (logprobs * mask).sum(-1), "greedy": jnp.all(hit | (mask == 0), -1)}
 
 
 # A candidate optimizer (the optimizer task's): learning-rate schedule -> transformation.
@@ -141,6 +153,7 @@ class Trainer:
             donate_argnums=0,
         )
         self._eval_step = jax.jit(self._eval_sums, out_shardings=sharding.replicated(self.mesh))
+        self._score_step = jax.jit(self._scores, out_shardings=sharding.replicated(self.mesh))
         return state
 
     def _logits(self, params, rest, inputs, *, training: bool):
@@ -179,6 +192,10 @@ class Trainer:
         logits, _ = self._logits(params, rest, batch["inputs"], training=False)
         return masked_cross_entropy(logits, batch)[1]
 
+    def _scores(self, params, rest, batch: Batch) -> dict:
+        logits, _ = self._logits(params, rest, batch["inputs"], training=False)
+        return continuation_scores(logits, batch)
+
     def train_step(self, state: dict, local_batch) -> tuple[dict, dict]:
         with jax.set_mesh(self.mesh):
             return self._train_step(state, sharding.global_batch(local_batch, self.mesh))
@@ -188,6 +205,21 @@ class Trainer:
         every host)."""
         with jax.set_mesh(self.mesh):
             return self._eval_step(state["params"], state["rest"], local_batch)
+
+    def scores(self, state: dict, batch) -> dict[str, jax.Array]:
+        """`continuation_scores` of one batch (the same whole batch on every host), sharded
+        over the batch axes: each host feeds its contiguous share of the rows."""
+        hosts, host = jax.process_count(), jax.process_index()
+        share = {k: v[host * len(v) // hosts : (host + 1) * len(v) // hosts]
+                 for k, v in batch.items()}  # fmt: skip
+        with jax.set_mesh(self.mesh):
+            return self._score_step(state["params"], state["rest"],
+                                    sharding.global_batch(share, self.mesh))  # fmt: skip
+
+    @property
+    def batch_devices(self) -> int:
+        """Devices a batch is split over: its rows must be a multiple of this."""
+        return math.prod(self.mesh.shape[a] for a in sharding.BATCH_AXES)
 
 
 def _state_shardings(abs_opt, abs_params, param_sh, mesh: jax.sharding.Mesh):
@@ -246,6 +278,14 @@ def training_curve(workdir: Path) -> list[dict[str, float]]:
     return [{"step": r["step"], "loss": r["loss"]} for r in records if "loss" in r]
 
 
+def make_scorer(trainer: Trainer, state: dict, evals: DownstreamConfig) -> Scorer:
+    """A downstream `Scorer` of `state`'s model with the run's tokenizer, batched as `evals`
+    says (rows rounded up to a multiple of the batch devices)."""
+    return Scorer(partial(trainer.scores, state), load_tokenizer(trainer.config.data.tokenizer),
+                  batch_size=evals.batch_size, max_length=evals.max_length,
+                  multiple_of=trainer.batch_devices)  # fmt: skip
+
+
 def train(
     config: ExperimentConfig,
     workdir: str | Path,
@@ -286,6 +326,7 @@ def _train(
     optimizer_label: str | None,
 ) -> dict[str, Any]:
     workdir = Path(workdir)
+    config.evals.check_files()  # a missing benchmark file fails before training, not after
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     mesh = mesh or sharding.make_mesh(config.train.mesh_data, config.train.mesh_fsdp)
@@ -365,6 +406,10 @@ def _train(
         if leak:  # the figures above came from a model that sees what it predicts
             status, reason = "stopped", f"the trained model reads the future: {leak}"
             log(f"stopping: {reason}")
+        elif config.evals.benchmarks:
+            scorer = make_scorer(trainer, state, config.evals)
+            evals["downstream"] = evaluate_benchmarks(config.evals, scorer)
+            log(f"downstream: {json.dumps(evals['downstream'])}")
         if tc.checkpoint_every and manager.latest_step() != final_step:
             save(final_step)
     manager.wait_until_finished()
