@@ -42,7 +42,7 @@ def main(argv: list[str]) -> None:
         raise command_line.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         config = from_config_dict(_CONFIG.value)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OSError) as e:  # OSError: a data file the config names
         raise command_line.UsageError(f"config: {e}") from e
     if _DRY_RUN.value:
         try:

@@ -54,3 +54,39 @@ def test_dry_run_prints_the_plan_and_touches_no_workdir(tmp_path):
                  if line.startswith('{"dry_run"')]  # fmt: skip
     assert [s["stage"] for s in stages] == ["explore", "verify"]
     assert not workdir.exists()
+
+
+def test_the_asi_arch_config_dry_runs_on_prepared_shards(tmp_path):
+    """configs/evolve_asi_arch.py at full size: each stage's model built abstractly, one real
+    batch read from shards made by prepare_data, the benchmarks found, the cost printed."""
+    from asi_jax.data.prepare import PrepareConfig, prepare
+
+    corpus = tmp_path / "corpus.jsonl"
+    lines = [json.dumps({"text": f"document {i}: " + "linear attention keeps a state. " * 40})
+             for i in range(200)]  # fmt: skip
+    corpus.write_text("\n".join(lines) + "\n")
+    prepare(PrepareConfig(inputs=(str(corpus),), output=str(tmp_path / "shards")),
+            log=lambda _: None)  # fmt: skip
+    benchmarks = ROOT / "tests" / "data" / "downstream"
+    for variant in ("gpu", "pod"):
+        result = subprocess.run(
+            [sys.executable, "scripts/evolve.py", "--dry_run",
+             f"--config=configs/evolve_asi_arch.py:{variant},{tmp_path / 'shards'},{benchmarks}"],
+            capture_output=True, text=True, cwd=ROOT, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        (stages,) = [json.loads(line)["dry_run"] for line in result.stdout.splitlines()
+                     if line.startswith('{"dry_run"')]  # fmt: skip
+        explore, verify = stages
+        assert explore["batch_shape"] == [64, 2048] and verify["batch_shape"] == [256, 2048]
+        assert explore["tokens"] == 64 * 2048 * 7_630  # ~1.0B
+        assert verify["tokens"] == 256 * 2048 * 28_610  # ~15.0B
+        assert verify["params"]["total"] > 300e6 > 30e6 > explore["params"]["total"]
+        assert explore["evaluations"] == 200 + 4 and verify["evaluations"] == 5 + 4
+        assert "H200-hours" in result.stdout
+    bad = subprocess.run(
+        [sys.executable, "scripts/evolve.py", "--dry_run",
+         f"--config=configs/evolve_asi_arch.py:gpu,{tmp_path / 'missing'}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "missing" in bad.stderr

@@ -86,8 +86,17 @@ class DataConfig:
         """The files this data is read from, beyond the interpreter's own (the default corpus):
         what a sandboxed worker may read besides its folder."""
         if self.kind == "shards":
-            return (self.shards,)
+            tokenizer = self.tokenizer_file
+            return (self.shards, tokenizer) if tokenizer else (self.shards,)
         return (*self.files, self.tokenizer) if self.tokenizer else self.files
+
+    @property
+    def tokenizer_file(self) -> str:
+        """The tokenizer the token ids came from ("" for UTF-8 bytes): the config's, or for
+        shards their manifest's (downstream benchmarks tokenise their text with it)."""
+        if self.kind == "shards":
+            return shards.load_manifest(self.shards)["tokenizer"].get("path") or ""
+        return self.tokenizer
 
     @property
     def vocab_size(self) -> int:

@@ -89,8 +89,9 @@ class ExperimentConfig:
                 f"model.vocab_size ({self.model.vocab_size}) must equal the data's vocabulary "
                 f"({self.data.vocab_size} for data.kind={self.data.kind!r})"
             )
-        if self.evals.benchmarks and self.data.kind != "bytes":
-            raise ValueError("evals.benchmarks are text benchmarks: they need data.kind='bytes'")
+        if self.evals.benchmarks and self.data.kind == "mqar":
+            raise ValueError("evals.benchmarks are text benchmarks: they need text data (data.kind "
+                             "'bytes' or 'shards')")
 
 
 def convert(cls: type, values: Mapping[str, Any], path: str = ""):

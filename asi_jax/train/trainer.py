@@ -281,7 +281,7 @@ def training_curve(workdir: Path) -> list[dict[str, float]]:
 def make_scorer(trainer: Trainer, state: dict, evals: DownstreamConfig) -> Scorer:
     """A downstream `Scorer` of `state`'s model with the run's tokenizer, batched as `evals`
     says (rows rounded up to a multiple of the batch devices)."""
-    return Scorer(partial(trainer.scores, state), load_tokenizer(trainer.config.data.tokenizer),
+    return Scorer(partial(trainer.scores, state), load_tokenizer(trainer.config.data.tokenizer_file),
                   batch_size=evals.batch_size, max_length=evals.max_length,
                   multiple_of=trainer.batch_devices)  # fmt: skip
 
