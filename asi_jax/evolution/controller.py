@@ -63,7 +63,7 @@ from asi_jax.provenance import environment_record
 from asi_jax.tasks import get_task
 from asi_jax.tasks.base import Task
 from asi_jax.train.config import ExperimentConfig, to_dict
-from asi_jax.workdir import hold
+from asi_jax.workdir import hold, is_remote
 
 STAGES = state.STAGES
 LEADERBOARD = report.LEADERBOARD
@@ -125,6 +125,12 @@ class Controller:
         """`llm_transport` replaces the language models' network (a replay, see
         scripts/replay.py)."""
         self.config, self.log = config, log
+        if is_remote(workdir):
+            raise EvolutionError(
+                f"an evolution run's workdir must be a local folder, not {str(workdir)!r}: its "
+                "SQLite database and the sandboxes' folders need a file system. Training runs "
+                "(scripts/train.py) and checkpoints can live on gs://"
+            )
         self.task = get_task(config.task)
         self._exit = contextlib.ExitStack()
         try:

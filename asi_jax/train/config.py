@@ -90,8 +90,10 @@ class ExperimentConfig:
                 f"({self.data.vocab_size} for data.kind={self.data.kind!r})"
             )
         if self.evals.benchmarks and self.data.kind == "mqar":
-            raise ValueError("evals.benchmarks are text benchmarks: they need text data (data.kind "
-                             "'bytes' or 'shards')")
+            raise ValueError(
+                "evals.benchmarks are text benchmarks: they need text data (data.kind "
+                "'bytes' or 'shards')"
+            )
 
 
 def convert(cls: type, values: Mapping[str, Any], path: str = ""):

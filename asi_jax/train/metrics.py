@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import tempfile
 from pathlib import Path
 
+from etils import epath
 from tensorboardX import SummaryWriter
+
+from asi_jax.workdir import is_remote
 
 
 def progress_line(step: int, total: int, metrics: dict[str, float], width: int = 20) -> str:
@@ -24,21 +29,40 @@ def progress_line(step: int, total: int, metrics: dict[str, float], width: int =
 
 
 class MetricsWriter:
-    def __init__(self, workdir: Path, *, resume_step: int = 0):
+    """On a remote workdir (gs://), which cannot append, metrics.jsonl is rewritten whole at
+    each logged step (it holds one short line per log_every steps), and TensorBoard's events
+    are written locally and copied to `<workdir>/tensorboard` when the run closes."""
+
+    def __init__(self, workdir: Path | epath.Path, *, resume_step: int = 0):
         self.jsonl = workdir / "metrics.jsonl"
+        self.lines: list[str] = []
         if self.jsonl.exists():
             lines = [ln for ln in self.jsonl.read_text().splitlines() if ln.strip()]
-            kept = [ln for ln in lines if json.loads(ln)["step"] <= resume_step]
-            self.jsonl.write_text("".join(ln + "\n" for ln in kept))
-        self.tensorboard = SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step + 1)
+            self.lines = [ln for ln in lines if json.loads(ln)["step"] <= resume_step]
+            self.jsonl.write_text("".join(ln + "\n" for ln in self.lines))
+        self.remote = is_remote(workdir)
+        self.events = workdir / "tensorboard"
+        local = Path(tempfile.mkdtemp(prefix="tensorboard_")) if self.remote else self.events
+        self.tensorboard = SummaryWriter(str(local), purge_step=resume_step + 1)
+        self.local_events = local
 
     def write(self, step: int, metrics: dict[str, float], prefix: str = "train") -> None:
         if prefix == "train":
-            with self.jsonl.open("a") as f:
-                f.write(json.dumps({"step": step, **metrics}) + "\n")
+            line = json.dumps({"step": step, **metrics})
+            self.lines.append(line)
+            if self.remote:
+                self.jsonl.write_text("".join(ln + "\n" for ln in self.lines))
+            else:
+                with self.jsonl.open("a") as f:
+                    f.write(line + "\n")
         for name, value in metrics.items():
             if isinstance(value, (int, float)) and math.isfinite(value):
                 self.tensorboard.add_scalar(f"{prefix}/{name}", value, step)
 
     def close(self) -> None:
         self.tensorboard.close()
+        if self.remote:
+            self.events.mkdir(parents=True, exist_ok=True)
+            for event in self.local_events.iterdir():
+                (self.events / event.name).write_bytes(event.read_bytes())
+            shutil.rmtree(self.local_events, ignore_errors=True)

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
 import pallas_kernels as pk
@@ -37,6 +38,7 @@ from asi_jax.train import heldout, sharding
 from asi_jax.train.config import ExperimentConfig, OptimConfig, to_dict
 from asi_jax.train.metrics import MetricsWriter, progress_line
 from asi_jax.train.monitor import QualityMonitor
+from asi_jax.workdir import is_remote
 from pallas_kernels.hardware import peak_flops
 
 Batch = dict[str, jax.Array]
@@ -250,9 +252,11 @@ def _state_shardings(abs_opt, abs_params, param_sh, mesh: jax.sharding.Mesh):
     return jax.tree.map(one, abs_opt, is_leaf=like_params)
 
 
-def checkpoint_manager(workdir: Path, keep: int = 2) -> ocp.CheckpointManager:
+def checkpoint_manager(workdir: Path | epath.Path, keep: int = 2) -> ocp.CheckpointManager:
+    folder = epath.Path(workdir) / "checkpoints" if is_remote(workdir) else (
+        Path(workdir) / "checkpoints").resolve()  # fmt: skip
     return ocp.CheckpointManager(
-        (Path(workdir) / "checkpoints").resolve(),
+        folder,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
     )
 
@@ -269,7 +273,7 @@ def restore(manager: ocp.CheckpointManager, step: int, state: dict, iterator=Non
     return manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
 
-def training_curve(workdir: Path) -> list[dict[str, float]]:
+def training_curve(workdir: Path | epath.Path) -> list[dict[str, float]]:
     """The logged training losses ([{"step", "loss"}], resumed runs included): what an
     analyser reads of how a run learned."""
     path = workdir / "metrics.jsonl"
@@ -281,9 +285,9 @@ def training_curve(workdir: Path) -> list[dict[str, float]]:
 def make_scorer(trainer: Trainer, state: dict, evals: DownstreamConfig) -> Scorer:
     """A downstream `Scorer` of `state`'s model with the run's tokenizer, batched as `evals`
     says (rows rounded up to a multiple of the batch devices)."""
-    return Scorer(partial(trainer.scores, state), load_tokenizer(trainer.config.data.tokenizer_file),
-                  batch_size=evals.batch_size, max_length=evals.max_length,
-                  multiple_of=trainer.batch_devices)  # fmt: skip
+    tokenizer = load_tokenizer(trainer.config.data.tokenizer_file)
+    return Scorer(partial(trainer.scores, state), tokenizer, batch_size=evals.batch_size,
+                  max_length=evals.max_length, multiple_of=trainer.batch_devices)  # fmt: skip
 
 
 def train(
@@ -325,7 +329,7 @@ def _train(
     optimizer: OptimizerFactory | None,
     optimizer_label: str | None,
 ) -> dict[str, Any]:
-    workdir = Path(workdir)
+    workdir = epath.Path(workdir) if is_remote(workdir) else Path(workdir)
     config.evals.check_files()  # a missing benchmark file fails before training, not after
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
