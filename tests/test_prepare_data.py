@@ -345,13 +345,19 @@ def test_prepare_data_script(corpus, tmp_path):
 
 @pytest.mark.slow  # two sandboxed check-and-train runs: about 2-3 minutes on 2 busy cores
 def test_candidate_and_baseline_train_on_shards_in_the_sandbox(corpus, tmp_path):
-    """The shard folder is the run's declared data: mounted read-only into the sandboxed
-    worker, which reads it there (and nothing else of this machine)."""
+    """The shard folder and the benchmark folder are the run's declared data: mounted
+    read-only into the sandboxed worker, which reads them there (and nothing else of this
+    machine); the fitness's benchmark term is the fixture benchmarks' mean accuracy."""
     from asi_jax.candidates.engineer import EngineerConfig, run_candidate
     from asi_jax.tasks.linear_attention.checker import CheckConfig
+    from asi_jax.tasks.linear_attention.task import LinearAttentionTask
 
     _prepare(_split_corpus(corpus), tmp_path / "shards")
-    config = from_config_dict(_shard_config(tmp_path / "shards", steps=20))
+    benchmarks = ROOT / "tests" / "data" / "downstream"
+    values = _shard_config(tmp_path / "shards", steps=20)
+    values["evals"] = {"benchmarks": ["piqa", "arc_easy"], "data_dir": str(benchmarks),
+                       "batch_size": 8, "max_length": 128}  # fmt: skip
+    config = from_config_dict(values)
     assert config.data.declared_paths == (str(tmp_path / "shards"),)
     check = CheckConfig(d_model=32, num_heads=2, seq_lens=(1, 19), cost_seq_len=128)
     engineer = EngineerConfig(check=check, train=config)
@@ -362,6 +368,10 @@ def test_candidate_and_baseline_train_on_shards_in_the_sandbox(corpus, tmp_path)
         assert result.ok, (folder, result.stage, result.reason)
         assert result.train["status"] == "completed" and result.train["steps"] == 20
         assert result.train["eval"]["heldout"]["loss"] < 4.0  # below chance (ln 256 = 5.5)
+        downstream = result.train["eval"]["downstream"]
+        assert set(downstream["benchmarks"]) == {"piqa", "arc_easy"}
+        figures = LinearAttentionTask().figures(result.train)
+        assert figures.benchmark == pytest.approx(downstream["accuracy"])
         run = json.loads((tmp_path / folder / "attempt1" / "train" / "run.json").read_text())
         assert run["config"]["data"]["shards"] == str(tmp_path / "shards")
         landlock = result.attempts[0].isolation.get("landlock") or {}
