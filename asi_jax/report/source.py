@@ -24,6 +24,11 @@ from asi_jax.evolution.db import Database, SchemaError
 from asi_jax.tasks import get_task
 
 
+class OlderSchema(ValueError):
+    """The file predates this asi-jax's schema, or the controller is creating it now: the
+    controller upgrades it when it opens the run, a reader may not."""
+
+
 class ReadOnlyDatabase(Database):
     """`Database`'s queries over a `mode=ro` connection: any write raises."""
 
@@ -36,11 +41,13 @@ class ReadOnlyDatabase(Database):
         version = self.connection.execute("PRAGMA user_version").fetchone()[0]
         if version != db_module.SCHEMA_VERSION:
             self.connection.close()
-            raise SchemaError(
+            newer = version > db_module.SCHEMA_VERSION
+            raise (SchemaError if newer else OlderSchema)(
                 f"{self.path} has schema version {version}, this asi-jax reads "
-                f"{db_module.SCHEMA_VERSION}; open the run once with scripts/evolve.py of the "
-                "matching version"
-            )
+                f"{db_module.SCHEMA_VERSION}; "
+                + ("upgrade asi-jax to read it" if newer else "resume the run with "
+                   "scripts/evolve.py to upgrade it (or it is being created right now)")
+            )  # fmt: skip
         # The row factory `Database` uses, so rows decode their JSON columns the same way.
         self.connection.row_factory = db_module._row
 
