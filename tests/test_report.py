@@ -226,6 +226,8 @@ def test_the_page_parses_and_shows_every_candidate(run_dir):
     assert "script" not in tags and "link" not in tags and 'http-equiv="refresh"' not in text
     assert tags.count("svg") >= 7 + 3  # a loss curve per candidate, and the analyses
     assert "discoveries per compute-hour" in body and "none recorded" in body  # no LLM calls
+    assert "&amp;" not in text  # nothing escaped twice
+    assert body.count("@@") >= 5  # a diff against its parent for each proposed candidate
 
 
 def test_untrusted_text_cannot_run_in_the_page(run_dir, tmp_path):

@@ -147,7 +147,7 @@ def _discoveries(db: Database) -> str:
         if d.fit is not None:
             fit = [d.fit.intercept + d.fit.slope * s for s in d.compute_seconds]
             series.append(svg.Series("least-squares fit", hours, fit, dashed=True))
-            r2 = "&ndash;" if d.fit.r2 is None else f"{d.fit.r2:.3f}"
+            r2 = "n/a" if d.fit.r2 is None else f"{d.fit.r2:.3f}"
             text = (f"slope {d.per_hour:.4g} discoveries per compute-hour, intercept "
                     f"{d.fit.intercept:.3g}, R² {r2}")  # fmt: skip
         else:
@@ -276,7 +276,7 @@ def _candidate(db: Database, c: dict[str, Any], evaluations: dict[str, dict],
            _table(["kind", "generation", "island", "researcher", "edit mode", "parent",
                    "second parent"],
                   [[_e(c["kind"]), str(c["generation"]), str(c["island"]),
-                    _e(c["researcher"]), _e(c["edit_mode"] or "&ndash;"), link(parent),
+                    _e(c["researcher"]), _e(c["edit_mode"]) or "&ndash;", link(parent),
                     link(second)]]),
            f"<p><b>Motivation</b></p><pre>{_e(c['motivation'])}</pre>"]  # fmt: skip
     if c["idea_origins"]:
@@ -304,7 +304,7 @@ def _candidate(db: Database, c: dict[str, Any], evaluations: dict[str, dict],
         if attempts:
             out.append(_table(["attempt", "ok", "failed at", "reason", "seconds", "code"],
                               [[str(a["number"]), "yes" if a["ok"] else "no",
-                                _e(a["failed_stage"] or "&ndash;"),
+                                _e(a["failed_stage"]) or "&ndash;",
                                 f"<pre>{_e(a['reason'])}</pre>" if a["reason"] else "&ndash;",
                                 _num(a["seconds"], 3), _e(a["code_hash"])]
                                for a in attempts]))  # fmt: skip
