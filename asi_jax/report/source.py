@@ -74,7 +74,10 @@ def leaderboard(db: Database, workdir: str | Path) -> dict[str, Any]:
     stored = db.get_meta("config")
     if stored is None:
         raise ValueError(f"{workdir} has no run config yet (the run has not started)")
-    config = from_config_dict(stored)
+    try:
+        config = from_config_dict(stored)
+    except (TypeError, OSError) as e:  # OSError: a data file the config names is gone
+        raise ValueError(f"the run's stored config cannot be read here: {e}") from e
     written: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
         written = json.loads((workdir / report.LEADERBOARD).read_text())
