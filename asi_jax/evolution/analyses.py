@@ -1,0 +1,194 @@
+"""ASI-Arch's analyses of a run, as pure functions of its database: discoveries against
+compute (the paper's linear-scaling claim, with a least-squares fit), the design components
+and idea origins of the winners against all candidates, and the lineage tree.
+
+A winner is a candidate that beats the reference baseline by `report.beating`'s rule (its
+quantitative terms, loss and benchmark, sum above the reference's), so these analyses and
+the leaderboard's `beats_<reference>` list always agree. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any
+
+from asi_jax.evolution import report
+from asi_jax.evolution.db import Database
+
+FREE_FORM = "free-form code (no design)"
+NO_ORIGIN = "none recorded"
+
+
+def _reference(db: Database) -> str | None:
+    config = db.get_meta("config") or {}
+    return config.get("reference_baseline")
+
+
+def stage_rows(db: Database, stage: str) -> list[dict[str, Any]]:
+    """The stage's evaluations (candidate columns, status, scores) with the leaderboard's
+    `terms` (quantitative included) and when each finished, in candidate order."""
+    finished = {r["candidate_id"]: r["finished_at"]
+                for r in db.query("SELECT candidate_id, finished_at FROM evaluations "
+                                  "WHERE stage = ?", stage)}  # fmt: skip
+    # report._terms is the leaderboard's own reading of a score row; sharing it keeps one rule.
+    return [{**r, "terms": report._terms(r), "finished_at": finished.get(r["id"])}
+            for r in db.evaluations(stage)]  # fmt: skip
+
+
+def winners(db: Database, stage: str = "explore") -> list[str]:
+    """Names of the candidates beating the reference baseline in `stage`."""
+    reference = _reference(db)
+    return report.beating(stage_rows(db, stage), reference) if reference else []
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    """y = intercept + slope * x by least squares, and the fraction of variance it explains."""
+
+    slope: float
+    intercept: float
+    r2: float | None
+
+
+def least_squares(xs: list[float], ys: list[float]) -> Fit | None:
+    """None with fewer than two distinct x (no line is determined)."""
+    n = len(xs)
+    if n < 2 or len(set(xs)) < 2:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    slope = sxy / sxx
+    intercept = my - slope * mx
+    syy = sum((y - my) ** 2 for y in ys)
+    residual = sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys, strict=True))
+    return Fit(slope, intercept, None if syy == 0 else 1.0 - residual / syy)
+
+
+@dataclasses.dataclass(frozen=True)
+class Discoveries:
+    """After each finished evaluation of the stage (baselines and failures spend compute
+    too), in the order they finished: cumulative compute seconds and cumulative winners.
+    `fit` is per compute-second; `per_hour` the slope in winners per compute-hour."""
+
+    stage: str
+    reference: str | None
+    compute_seconds: list[float]
+    count: list[int]
+    names: list[str | None]  # the winner that finished at each point, else None
+    fit: Fit | None
+
+    @property
+    def per_hour(self) -> float | None:
+        return None if self.fit is None else self.fit.slope * 3600.0
+
+
+def discoveries(db: Database, stage: str = "explore") -> Discoveries:
+    """ASI-Arch's claim that discoveries grow linearly with compute, measured on this run."""
+    rows = [r for r in stage_rows(db, stage) if r["status"] != "pending"]
+    rows.sort(key=lambda r: (r["finished_at"] or 0.0, r["id"]))
+    won = set(winners(db, stage))
+    seconds, counts, names, total, found = [], [], [], 0.0, 0
+    for r in rows:
+        total += r["compute_seconds"] or 0.0
+        hit = r["name"] in won
+        found += hit
+        seconds.append(total)
+        counts.append(found)
+        names.append(r["name"] if hit else None)
+    fit = least_squares(seconds, [float(c) for c in counts])
+    return Discoveries(stage, _reference(db), seconds, counts, names, fit)
+
+
+def _candidates(db: Database, stage: str) -> list[dict[str, Any]]:
+    """Proposed candidates (not baselines) with an evaluation in `stage`."""
+    return [r for r in stage_rows(db, stage) if r["kind"] == "candidate"]
+
+
+def _share(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
+
+
+def component_frequencies(db: Database, stage: str = "explore") -> dict[str, Any]:
+    """How often each design component (`field=value` of candidates.design) appears among
+    the winners and among all candidates of the stage; free-form code has no design and is
+    counted apart. Rows are sorted by how much more common a component is in winners."""
+    rows = _candidates(db, stage)
+    won = set(winners(db, stage))
+    designed = [r for r in rows if isinstance(r["design"], dict)]
+    all_counts: collections.Counter[tuple[str, str]] = collections.Counter()
+    win_counts: collections.Counter[tuple[str, str]] = collections.Counter()
+    for r in designed:
+        parts = {(str(k), str(v)) for k, v in r["design"].items()}
+        all_counts.update(parts)
+        if r["name"] in won:
+            win_counts.update(parts)
+    designed_winners = sum(r["name"] in won for r in designed)
+    components = [{"component": k, "value": v, "winners": win_counts[(k, v)], "all": n,
+                   "winner_share": _share(win_counts[(k, v)], designed_winners),
+                   "all_share": _share(n, len(designed))}
+                  for (k, v), n in all_counts.items()]  # fmt: skip
+    components.sort(key=lambda c: (-(c["winner_share"] - c["all_share"]), c["component"],
+                                   c["value"]))  # fmt: skip
+    free = [r for r in rows if not isinstance(r["design"], dict)]
+    return {"stage": stage, "candidates": len(designed), "winners": designed_winners,
+            "components": components,
+            "free_form": {"all": len(free),
+                          "winners": sum(r["name"] in won for r in free)}}  # fmt: skip
+
+
+def idea_origins(db: Database, stage: str = "explore") -> dict[str, Any]:
+    """Where the ideas of the winners came from (cognition / analysis / original), against
+    all candidates of the stage: each idea of candidates.idea_origins counts once; a
+    candidate that recorded none counts once as `NO_ORIGIN`."""
+    won = set(winners(db, stage))
+    counts = {"winners": collections.Counter(), "all": collections.Counter()}
+    for r in _candidates(db, stage):
+        origins = [str(i.get("origin", "unknown")) for i in r["idea_origins"] or []]
+        for origin in origins or [NO_ORIGIN]:
+            counts["all"][origin] += 1
+            if r["name"] in won:
+                counts["winners"][origin] += 1
+    totals = {k: sum(c.values()) for k, c in counts.items()}
+    order = ["cognition", "analysis", "original"]
+    names = order + sorted(set(counts["all"]) - set(order))
+    return {"stage": stage, "totals": totals,
+            "origins": [{"origin": o, "winners": counts["winners"][o], "all": counts["all"][o],
+                         "winner_share": _share(counts["winners"][o], totals["winners"]),
+                         "all_share": _share(counts["all"][o], totals["all"])}
+                        for o in names]}  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    id: int
+    name: str
+    kind: str
+    generation: int
+    island: int
+    edit_mode: str | None
+    parent_id: int | None
+    second_parent_id: int | None  # a crossover's other parent
+    winner: bool
+    children: tuple[int, ...]
+
+
+def lineage(db: Database, stage: str = "explore") -> dict[int, Node]:
+    """Every candidate by id, with its parents, edit mode, children (by parent_id) and
+    whether it beat the reference in `stage`. Roots are the nodes without a parent."""
+    candidates = db.candidates()
+    won = set(winners(db, stage))
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for c in candidates:
+        if c["parent_id"] is not None:
+            children[c["parent_id"]].append(c["id"])
+    return {c["id"]: Node(c["id"], c["name"], c["kind"], c["generation"], c["island"],
+                          c["edit_mode"], c["parent_id"], c["second_parent_id"],
+                          c["name"] in won, tuple(children[c["id"]]))
+            for c in candidates}  # fmt: skip
+
+
+def roots(tree: dict[int, Node]) -> list[Node]:
+    """Nodes whose parent is absent (baselines, seeds), in id order."""
+    return [n for n in tree.values() if n.parent_id is None or n.parent_id not in tree]
