@@ -24,8 +24,14 @@ def progress_line(step: int, total: int, metrics: dict[str, float], width: int =
 
 
 class MetricsWriter:
-    def __init__(self, workdir: Path, *, resume_step: int = 0):
+    """`enabled=False` writes nothing: a multi-host job's processes share the workdir, and
+    only process 0 writes its metrics."""
+
+    def __init__(self, workdir: Path, *, resume_step: int = 0, enabled: bool = True):
+        self.enabled = enabled
         self.jsonl = workdir / "metrics.jsonl"
+        if not enabled:
+            return
         if self.jsonl.exists():
             lines = [ln for ln in self.jsonl.read_text().splitlines() if ln.strip()]
             kept = [ln for ln in lines if json.loads(ln)["step"] <= resume_step]
@@ -33,6 +39,8 @@ class MetricsWriter:
         self.tensorboard = SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step + 1)
 
     def write(self, step: int, metrics: dict[str, float], prefix: str = "train") -> None:
+        if not self.enabled:
+            return
         if prefix == "train":
             with self.jsonl.open("a") as f:
                 f.write(json.dumps({"step": step, **metrics}) + "\n")
@@ -41,4 +49,5 @@ class MetricsWriter:
                 self.tensorboard.add_scalar(f"{prefix}/{name}", value, step)
 
     def close(self) -> None:
-        self.tensorboard.close()
+        if self.enabled:
+            self.tensorboard.close()
