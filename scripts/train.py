@@ -34,8 +34,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def distributed_settings() -> DistributedConfig:
-    """The flags' job when --coordinator is given, else the environment's."""
-    if _COORDINATOR.value is None:
+    """The flags' job when any of them is given, else the environment's."""
+    if not (_COORDINATOR.present or _NUM_PROCESSES.present or _PROCESS_ID.present):
         return DistributedConfig.from_env()
     return DistributedConfig(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 

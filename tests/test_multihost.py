@@ -145,6 +145,12 @@ def test_train_script_refuses_a_mixer_file_on_the_multi_host_path(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2, done.stderr[-2000:]
     assert "outside the sandbox" in done.stderr
+    done = subprocess.run(
+        [sys.executable, "scripts/train.py", f"--config={config}", f"--workdir={tmp_path / 'w'}",
+         "--num_processes=2"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120, env=_env(1),
+    )  # fmt: skip
+    assert done.returncode == 2 and "2 processes need a coordinator address" in done.stderr
 
 
 def test_the_sandbox_never_inherits_a_job(tmp_path, monkeypatch):
