@@ -131,7 +131,7 @@ def test_worker_environment_has_no_secrets(tmp_path, monkeypatch):
 
 def test_workers_can_be_pinned_to_one_accelerator(tmp_path):
     env = scrubbed_environment(tmp_path, visible_devices="1")
-    assert env["CUDA_VISIBLE_DEVICES"] == env["TPU_VISIBLE_CHIPS"] == "1"
+    assert env["CUDA_VISIBLE_DEVICES"] == "1"  # TPU hosts: see test_devices.py
     # pinned where there is no such accelerator: a clear failure, not a silent CPU run
     config = EngineerConfig(check=CHECK, visible_devices="97")
     result = run_candidate(GOOD.read_text(), config, tmp_path / "pinned")

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from asi_jax.candidates import isolation
+from asi_jax.candidates import devices, isolation
 
 _TAIL = 64 << 10  # characters of the worker's output kept (its log; a reviser sees less)
 _MAX_RESPONSE = 16 << 20  # bytes; a response is a few kilobytes
@@ -102,7 +102,8 @@ class SandboxResult:
 
 def scrubbed_environment(workdir: Path, visible_devices: str | None = None) -> dict[str, str]:
     """The worker's whole environment. `visible_devices` pins it to accelerators (e.g. "1":
-    one GPU or TPU chip per concurrent worker)."""
+    one GPU or TPU chip per concurrent worker; on a TPU host, with the chip, bounds and port
+    settings `devices.pinned_environment` gives)."""
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": str(workdir),
@@ -111,7 +112,7 @@ def scrubbed_environment(workdir: Path, visible_devices: str | None = None) -> d
     }
     env |= {name: os.environ[name] for name in _PASSTHROUGH if name in os.environ}
     if visible_devices is not None:
-        env["CUDA_VISIBLE_DEVICES"] = env["TPU_VISIBLE_CHIPS"] = visible_devices
+        env |= devices.pinned_environment(visible_devices, tpu=devices.tpu_host())
     return env
 
 

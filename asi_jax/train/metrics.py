@@ -31,11 +31,17 @@ def progress_line(step: int, total: int, metrics: dict[str, float], width: int =
 class MetricsWriter:
     """On a remote workdir (gs://), which cannot append, metrics.jsonl is rewritten whole at
     each logged step (it holds one short line per log_every steps), and TensorBoard's events
-    are written locally and copied to `<workdir>/tensorboard` when the run closes."""
+    are written locally and copied to `<workdir>/tensorboard` when the run closes.
+    `enabled=False` writes nothing: a multi-host job's processes share the workdir, and only
+    process 0 writes its metrics."""
 
-    def __init__(self, workdir: Path | epath.Path, *, resume_step: int = 0):
+    def __init__(self, workdir: Path | epath.Path, *, resume_step: int = 0,
+                 enabled: bool = True):  # fmt: skip
+        self.enabled = enabled
         self.jsonl = workdir / "metrics.jsonl"
         self.lines: list[str] = []
+        if not enabled:
+            return
         if self.jsonl.exists():
             lines = [ln for ln in self.jsonl.read_text().splitlines() if ln.strip()]
             self.lines = [ln for ln in lines if json.loads(ln)["step"] <= resume_step]
@@ -47,6 +53,8 @@ class MetricsWriter:
         self.local_events = local
 
     def write(self, step: int, metrics: dict[str, float], prefix: str = "train") -> None:
+        if not self.enabled:
+            return
         if prefix == "train":
             line = json.dumps({"step": step, **metrics})
             self.lines.append(line)
@@ -60,6 +68,8 @@ class MetricsWriter:
                 self.tensorboard.add_scalar(f"{prefix}/{name}", value, step)
 
     def close(self) -> None:
+        if not self.enabled:
+            return
         self.tensorboard.close()
         if self.remote:
             self.events.mkdir(parents=True, exist_ok=True)

@@ -339,7 +339,9 @@ def _train(
                   "kernels": {op: pk.resolve_impl("auto", op) for op in pk.OPS}}  # fmt: skip
     if optimizer is not None:
         run_record["optimizer"] = optimizer_label or "candidate"
-    (workdir / "run.json").write_text(json.dumps(run_record, indent=2) + "\n")
+    primary = jax.process_index() == 0  # a multi-host job's processes share the workdir
+    if primary:
+        (workdir / "run.json").write_text(json.dumps(run_record, indent=2) + "\n")
 
     trainer = Trainer(config, mesh, mixer, optimizer)
     state = trainer.init_state()
@@ -352,9 +354,9 @@ def _train(
         start_step = manager.latest_step()
         state = restore(manager, start_step, state, iterator)
         log(f"resumed from step {start_step}")
-    writer = MetricsWriter(workdir, resume_step=start_step)
+    writer = MetricsWriter(workdir, resume_step=start_step, enabled=primary)
 
-    def save(step: int) -> None:
+    def save(step: int) -> None:  # collective: every process writes its shards
         manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=grain.checkpoint.CheckpointSave(iterator),
@@ -434,5 +436,6 @@ def _train(
     }
     if optimizer is not None:
         result["optimizer"] = optimizer_label or "candidate"
-    (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    if primary:
+        (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
