@@ -16,8 +16,11 @@ from asi_jax.train.config import from_config_dict
 
 ALL_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
 EVOLUTION = ("quickstart", "quickstart_optimizer", "evolve_text")
+# Configs that need data prepared first; each has its own test (tests/test_plan.py dry-runs
+# evolve_asi_arch on shards made by prepare_data).
+NEEDS_DATA = ("evolve_asi_arch",)
 EVOLUTION_CONFIGS = [p for p in ALL_CONFIGS if p.stem in EVOLUTION]
-CONFIGS = [p for p in ALL_CONFIGS if p not in EVOLUTION_CONFIGS]
+CONFIGS = [p for p in ALL_CONFIGS if p not in EVOLUTION_CONFIGS and p.stem not in NEEDS_DATA]
 VARIANTS = {
     "tiny_cpu": ["mqar", "bytes"],
     "explore_20m": ["bytes", "mqar"],
@@ -46,6 +49,7 @@ def test_config_converts(path, variant):
 
 def test_every_config_file_is_covered():
     assert {p.stem for p in CONFIGS} == set(VARIANTS)
+    assert {p.stem for p in ALL_CONFIGS} == {*VARIANTS, *EVOLUTION, *NEEDS_DATA}
     assert [p.stem for p in EVOLUTION_CONFIGS] == [
         "evolve_text", "quickstart", "quickstart_optimizer"]  # fmt: skip
 
