@@ -21,7 +21,8 @@ from asi_jax.agents.llm import LLMConfig, MemorySink, RoleConfig, RolesConfig
 from asi_jax.candidates import engineer
 from asi_jax.evolution import bandit
 from asi_jax.evolution.config import from_config_dict
-from asi_jax.evolution.controller import Controller
+from asi_jax.evolution.controller import DATABASE, Controller
+from asi_jax.evolution.db import Database
 from asi_jax.evolution.replay import replay_run
 from asi_jax.tasks.linear_attention import LinearAttentionTask
 
@@ -108,18 +109,12 @@ def test_the_summariser_condenses_the_analysis_or_keeps_the_analysers_summary(mo
     assert offline.researchers == ()
 
 
-def test_an_evolution_on_two_models_pulls_both_stores_rewards_routes_roles_and_replays(
-    tmp_path, monkeypatch
-):
-    """The researcher asks "main" (server A) or "beta" (server B, another model answering
-    with other epsilons), as UCB1 picks; the judge and analyser ask "critic" on server B;
-    every pull is stored with its reward, the leaderboard shows the arms, and a replay
-    makes the same choices."""
-    monkeypatch.setenv("TEST_EVOLUTION_KEY", KEY)
-    monkeypatch.setattr(engineer, "run_worker", StubWorker())
+def _two_models():
+    """One fake model's replies, told apart by the model asked: model-b names its proposals
+    its own way and counts its tokens like model-a (at its own prices)."""
     model = Model()
 
-    def reply(path, body):  # model-b names its proposals its own way, and counts its tokens
+    def reply(path, body):
         answer = model.reply(path, body)
         if body["model"] == "model-b":
             message = answer[1]["choices"][0]["message"]
@@ -129,22 +124,41 @@ def test_an_evolution_on_two_models_pulls_both_stores_rewards_routes_roles_and_r
             answer[1]["usage"] = {"prompt_tokens": 1000, "completion_tokens": 200}
         return answer
 
+    return reply
+
+
+def _config(a_url: str, b_url: str, candidates: int):
+    """The researcher on "main" (model-a at a_url) and "beta" (model-b at b_url); the judge
+    and analyser on "critic" (judge-model at b_url); the summariser on "main"."""
+    llm = {"provider": "openai", "model": "model-a", "base_url": a_url,
+           "api_key_env": "TEST_EVOLUTION_KEY", "retry_seconds": 0.01,
+           "prices": [["model-a", 1.0, 4.0], ["model-b", 0.1, 0.4]],
+           "models": [["beta", "openai", "model-b", b_url, "TEST_EVOLUTION_KEY"],
+                      ["critic", "openai", "judge-model", b_url, "TEST_EVOLUTION_KEY"]],
+           "roles": {"researcher": {"models": ["main", "beta"]},
+                     "judge": {"models": ["critic"]}, "analyser": {"models": ["critic"]}},
+           "bandit": "ucb"}  # fmt: skip
+    return from_config_dict({
+        "agents": "llm", "seed": 2, "workers": 1, "baselines": ["deltanet", "gated_deltanet"],
+        "budget": {"candidates": candidates}, "verify": {"promote": 0},
+        "limits": {"wall_seconds": 60.0, "cpu_seconds": 60, "reference_multiple": 4.0},
+        "edit_modes": [["full", 1.0]], "allow_llm_code_without_os_sandbox": True, "llm": llm,
+    })  # fmt: skip
+
+
+def test_an_evolution_on_two_models_pulls_both_stores_rewards_routes_roles_and_replays(
+    tmp_path, monkeypatch
+):
+    """The researcher asks "main" (server A) or "beta" (server B, another model answering
+    with other epsilons), as UCB1 picks; the judge and analyser ask "critic" on server B;
+    every pull is stored with its reward, the leaderboard shows the arms, and a replay
+    makes the same choices."""
+    monkeypatch.setenv("TEST_EVOLUTION_KEY", KEY)
+    monkeypatch.setattr(engineer, "run_worker", StubWorker())
+    reply = _two_models()
     lines: list[str] = []
     with serve(reply) as a, serve(reply) as b:
-        llm = {"provider": "openai", "model": "model-a", "base_url": a.url,
-               "api_key_env": "TEST_EVOLUTION_KEY", "retry_seconds": 0.01,
-               "prices": [["model-a", 1.0, 4.0], ["model-b", 0.1, 0.4]],
-               "models": [["beta", "openai", "model-b", b.url, "TEST_EVOLUTION_KEY"],
-                          ["critic", "openai", "judge-model", b.url, "TEST_EVOLUTION_KEY"]],
-               "roles": {"researcher": {"models": ["main", "beta"]},
-                         "judge": {"models": ["critic"]}, "analyser": {"models": ["critic"]}},
-               "bandit": "ucb"}  # fmt: skip
-        config = from_config_dict({
-            "agents": "llm", "seed": 2, "workers": 1, "baselines": ["deltanet", "gated_deltanet"],
-            "budget": {"candidates": 5}, "verify": {"promote": 0},
-            "limits": {"wall_seconds": 60.0, "cpu_seconds": 60, "reference_multiple": 4.0},
-            "edit_modes": [["full", 1.0]], "allow_llm_code_without_os_sandbox": True, "llm": llm,
-        })  # fmt: skip
+        config = _config(a.url, b.url, candidates=5)
         recorded = tmp_path / "recorded"
         with Controller(config, recorded, log=lines.append) as controller:
             board = controller.run()
@@ -203,3 +217,34 @@ def test_an_evolution_on_two_models_pulls_both_stores_rewards_routes_roles_and_r
     report = replay_run(recorded, tmp_path / "replayed", log=lambda line: None)
     assert report.differences == [] and report.replies_unused == 0
     assert [p[1] for p in report.decisions["bandit"]] == [p["arm"] for p in pulls]
+
+
+def _pulls(workdir: Path) -> list[tuple]:
+    db = Database(workdir / DATABASE)
+    try:
+        return [(p["proposal"], p["arm"], p["outcome"], p["cost_usd"], p["reward"])
+                for p in db.pulls()]  # fmt: skip
+    finally:
+        db.close()
+
+
+def test_a_resumed_run_rebuilds_the_bandit_from_its_rows(tmp_path, monkeypatch):
+    """Three proposals, then a resume to five, choose as one run of five does."""
+    monkeypatch.setenv("TEST_EVOLUTION_KEY", KEY)
+    monkeypatch.setattr(engineer, "run_worker", StubWorker())
+    reply = _two_models()
+    with serve(reply) as a, serve(reply) as b:
+        for candidates in (3, 5):
+            with Controller(_config(a.url, b.url, candidates), tmp_path / "resumed",
+                            log=lambda line: None) as controller:  # fmt: skip
+                controller.run()
+    reply = _two_models()
+    with (
+        serve(reply) as a,
+        serve(reply) as b,
+        Controller(_config(a.url, b.url, 5), tmp_path / "whole", log=lambda line: None) as c,
+    ):
+        c.run()
+    resumed, whole = _pulls(tmp_path / "resumed"), _pulls(tmp_path / "whole")
+    assert len(whole) == 5 and {p[1] for p in whole} == {"main", "beta"}
+    assert resumed == whole

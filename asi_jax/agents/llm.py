@@ -13,9 +13,12 @@ becomes the same `Proposal`, `Analysis`, score or code. Failures come in two kin
   retries that honour Retry-After, a rejected key, an unknown model): a run should stop.
 
 Both are `LLMError`s, as is a request the server rejects (HTTP 400, e.g. a prompt over the
-context length: the server's words are kept). Every request is accounted (tokens from the
-provider's usage fields, latency, dollars from `LLMConfig.prices`) in a `CallRecord` handed to
-the client's sink.
+context length: the server's words are kept). Each role asks its own endpoint (`LLMConfig.
+endpoints`: the llm-wide model, `llm.models` entries, or on Gemini's and OpenAI's own APIs the
+other tier for the judge, analyser and summariser); the researcher may have several, among
+which the controller's bandit (asi_jax.evolution.bandit) picks one per proposal. Every
+request is accounted (tokens from the provider's usage fields, latency, dollars from
+`LLMConfig.prices`) in a `CallRecord` handed to the client's sink.
 """
 
 from __future__ import annotations
@@ -143,7 +146,7 @@ class LLMConfig:
     retry_seconds: float = 2.0  # the first backoff; doubles each retry; Retry-After wins
     retry_max_seconds: float = 600.0  # the longest wait between requests, Retry-After too
     reply_retries: int = 2  # refused replies are asked again, saying why
-    roles: RolesConfig = RolesConfig()  # per-role overrides of the five settings above
+    roles: RolesConfig = RolesConfig()  # per role: overrides of the settings above, its models
     # More endpoints, as (name, provider, model, base_url, api_key_env), for roles.<role>.models
     # to name, e.g. ("local", "openai", "Qwen/Qwen3-32B", "http://127.0.0.1:8000/v1", "").
     models: tuple[tuple[str, str, str, str, str], ...] = ()

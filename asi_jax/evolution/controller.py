@@ -6,7 +6,8 @@ analyse -> store, with N candidates in flight, then verification of the best.
 The controller knows no task: what candidates are, how they are checked and evaluated and
 which figures the fitness reads come from `config.task` (`asi_jax.tasks`). It schedules and
 records; SQL lives in `db`, read-only views in `state`, the leaderboard and progress lines
-in `report`, the agents and their offline fallback in `agents.factory`, islands in `islands`.
+in `report`, the agents and their offline fallback in `agents.factory`, islands in `islands`,
+the choice of the researcher's model per proposal in `bandit`.
 
 The controller is the only writer of the database and holds the workdir for the whole run
 (a second controller on the same workdir is refused at once). Evaluations run in sandboxed
