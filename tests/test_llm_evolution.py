@@ -59,6 +59,8 @@ class Model:
                     "lesson": "The key normaliser's floor matters at small norms.",
                 }
             )
+        elif system.startswith("You are the summariser"):
+            text = json.dumps({"problem_summary": "recall fades as key-value pairs grow"})
         elif system.startswith("You are the judge"):
             text = json.dumps({"performance": 6, "innovation": 4, "complexity": 8, "score": 6,
                                "rationale": "a small, sound change"})  # fmt: skip
@@ -126,7 +128,7 @@ def test_llm_evolution_uses_every_edit_mode_records_every_call_and_replays(
     assert {c["edit_mode"] for c in candidates} == {"full", "diff", "crossover"}
     assert all(c["second_parent_id"] for c in candidates if c["edit_mode"] == "crossover")
     assert len(candidates) == 6 and len(calls) == requests
-    assert {c["role"] for c in calls} == {"researcher", "analyser", "judge"}
+    assert {c["role"] for c in calls} == {"researcher", "analyser", "judge", "summariser"}
     by_role = {row["role"]: row for row in board["llm"]["calls"]}
     assert by_role["researcher"]["requests"] == sum(c["role"] == "researcher" for c in calls)
     assert board["llm"]["cost_usd"] == pytest.approx(len(calls) * (1000 * 1 + 200 * 4) / 1e6)

@@ -13,9 +13,12 @@ becomes the same `Proposal`, `Analysis`, score or code. Failures come in two kin
   retries that honour Retry-After, a rejected key, an unknown model): a run should stop.
 
 Both are `LLMError`s, as is a request the server rejects (HTTP 400, e.g. a prompt over the
-context length: the server's words are kept). Every request is accounted (tokens from the
-provider's usage fields, latency, dollars from `LLMConfig.prices`) in a `CallRecord` handed to
-the client's sink.
+context length: the server's words are kept). Each role asks its own endpoint (`LLMConfig.
+endpoints`: the llm-wide model, `llm.models` entries, or on Gemini's and OpenAI's own APIs the
+other tier for the judge, analyser and summariser); the researcher may have several, among
+which the controller's bandit (asi_jax.evolution.bandit) picks one per proposal. Every
+request is accounted (tokens from the provider's usage fields, latency, dollars from
+`LLMConfig.prices`) in a `CallRecord` handed to the client's sink.
 """
 
 from __future__ import annotations
@@ -39,7 +42,18 @@ if TYPE_CHECKING:
     from asi_jax.tasks.base import Task
 
 T = TypeVar("T")
-ROLES = ("researcher", "reviser", "analyser", "judge")
+ROLES = ("researcher", "reviser", "analyser", "judge", "summariser")
+BANDITS = ("ucb", "thompson", "none")
+MAIN = "main"  # the endpoint name of the llm-wide provider, model, base_url and key
+REVIEW = "review"  # the endpoint of `LLMConfig.review_model` (the llm-wide one but the model)
+# The other tier of a provider's own API (base_url ""): what review_model="auto" gives the
+# judge, analyser and summariser, so no model judges (or analyses) its own kind.
+OTHER_TIER = {
+    "gemini-2.5-pro": "gemini-2.5-flash",
+    "gemini-2.5-flash": "gemini-2.5-pro",
+    "gpt-4.1": "gpt-4.1-mini",
+    "gpt-4.1-mini": "gpt-4.1",
+}
 STRUCTURED_OUTPUT = ("auto", "json_schema", "text")
 
 
@@ -69,6 +83,11 @@ class RoleConfig:
     timeout_seconds: float = -1.0
     max_retries: int = -1
     reply_retries: int = -1
+    # Endpoint names (`LLMConfig.models`, or "main": the llm-wide model) this role asks.
+    # Empty: "main" for the researcher and reviser; for the judge, analyser and summariser the
+    # `review_model` endpoint ("review") where there is one, else "main". The researcher may
+    # name several: the arms of `LLMConfig.bandit`; the other roles name at most one.
+    models: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +96,19 @@ class RolesConfig:
     reviser: RoleConfig = RoleConfig()  # repairs a failing candidate (the researcher's revise)
     analyser: RoleConfig = RoleConfig()
     judge: RoleConfig = RoleConfig()
+    # condenses the analyser's report into the problem summary that retrieves research
+    summariser: RoleConfig = RoleConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """A model at an address: what one `LLMClient` talks to."""
+
+    name: str
+    provider: str  # "gemini" or "openai"
+    model: str
+    base_url: str = ""  # empty: the provider's default
+    api_key_env: str = ""  # "" for an openai endpoint that needs no key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +146,22 @@ class LLMConfig:
     retry_seconds: float = 2.0  # the first backoff; doubles each retry; Retry-After wins
     retry_max_seconds: float = 600.0  # the longest wait between requests, Retry-After too
     reply_retries: int = 2  # refused replies are asked again, saying why
-    roles: RolesConfig = RolesConfig()  # per-role overrides of the five settings above
+    roles: RolesConfig = RolesConfig()  # per role: overrides of the settings above, its models
+    # More endpoints, as (name, provider, model, base_url, api_key_env), for roles.<role>.models
+    # to name, e.g. ("local", "openai", "Qwen/Qwen3-32B", "http://127.0.0.1:8000/v1", "").
+    models: tuple[tuple[str, str, str, str, str], ...] = ()
+    # The model the judge, analyser and summariser ask on the llm-wide provider, base_url and
+    # key when their roles name no models, so that one model does not judge its own kind:
+    # "auto" is the provider's other tier on its own API (base_url ""): gemini-2.5-pro's
+    # judge is gemini-2.5-flash and the reverse, likewise gpt-4.1 and gpt-4.1-mini; elsewhere
+    # (a vLLM server serves one model) the llm-wide model. "" always means the llm-wide model.
+    review_model: str = "auto"
+    # How each proposal picks the researcher's model among roles.researcher.models: "ucb"
+    # (UCB1), "thompson" (Thompson sampling) or "none" (always the first). The reward of a
+    # proposal is its candidate's gain in exploration fitness over its parent, floored at 0,
+    # per dollar of its researcher calls plus bandit_epsilon_usd (see asi_jax.evolution.bandit).
+    bandit: str = "ucb"
+    bandit_epsilon_usd: float = 0.01  # a free (local) model's reward stays finite
     # (model, input $/Mtok, output $/Mtok); a model not listed costs 0 (with a warning)
     prices: tuple[tuple[str, float, float], ...] = DEFAULT_PRICES
     # The controller's answer to an outage: after this many proposals in a row got no answer
@@ -147,8 +194,30 @@ class LLMConfig:
                                  f"got {entry!r}")  # fmt: skip
             prices.append((entry[0], float(entry[1]), float(entry[2])))
         object.__setattr__(self, "prices", tuple(prices))
+        if self.bandit not in BANDITS:
+            raise ValueError(f"llm.bandit must be one of {BANDITS}, got {self.bandit!r}")
+        if self.bandit_epsilon_usd <= 0:
+            raise ValueError(f"llm.bandit_epsilon_usd must be > 0, got {self.bandit_epsilon_usd}")
+        models = []
+        for entry in self.models:
+            if (not isinstance(entry, (list, tuple)) or len(entry) != 5
+                    or not all(isinstance(x, str) for x in entry)):  # fmt: skip
+                raise ValueError("llm.models entries are (name, provider, model, base_url, "
+                                 f"api_key_env), got {entry!r}")  # fmt: skip
+            endpoint = Endpoint(*entry)
+            if endpoint.name in (MAIN, REVIEW) or not endpoint.name or not endpoint.model:
+                raise ValueError(f"llm.models: {entry!r} needs a model and a name other than "
+                                 f"{MAIN!r} and {REVIEW!r}")  # fmt: skip
+            if endpoint.provider not in ("gemini", "openai"):
+                raise ValueError(f"llm.models: {entry!r}: the provider is 'gemini' or 'openai'")
+            models.append(tuple(entry))
+        names = [m[0] for m in models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"llm.models: endpoint names must differ, got {names}")
+        object.__setattr__(self, "models", tuple(models))
         for role in ROLES:
             self.role(role)  # checks the values
+            self.endpoints(role)  # checks the names
 
     def role(self, name: str) -> RoleSettings:
         """`name`'s settings: its overrides over the llm-wide values."""
@@ -161,6 +230,45 @@ class LLMConfig:
             raise ValueError(f"llm ({name}): timeout_seconds must be > 0 and the retries >= 0, "
                              f"got {settings}")  # fmt: skip
         return settings
+
+    def endpoint(self, name: str) -> Endpoint:
+        """The endpoint called `name`: "main" (the llm-wide one), "review" or an llm.models one."""
+        main = Endpoint(MAIN, self.provider, self.model, self.base_url, self.api_key_env)
+        if name == MAIN:
+            return main
+        if name == REVIEW:
+            return dataclasses.replace(main, name=REVIEW, model=self._review_model())
+        for entry in self.models:
+            if entry[0] == name:
+                return Endpoint(*entry)
+        raise ValueError(f"llm: no endpoint {name!r}: name one of llm.models "
+                         f"{[m[0] for m in self.models]} or {MAIN!r}")  # fmt: skip
+
+    def _review_model(self) -> str:
+        if self.review_model != "auto":
+            return self.review_model or self.model
+        return OTHER_TIER.get(self.model, self.model) if not self.base_url else self.model
+
+    def endpoints(self, role: str) -> tuple[Endpoint, ...]:
+        """The endpoints `role` asks (see `RoleConfig.models`)."""
+        names = getattr(self.roles, role).models
+        if not names:
+            reviewing = role in ("judge", "analyser", "summariser")
+            names = (REVIEW,) if reviewing and self._review_model() != self.model else (MAIN,)
+        if len(names) > 1 and role != "researcher":
+            raise ValueError(f"llm.roles.{role}.models: only the researcher chooses among "
+                             f"several models, got {list(names)}")  # fmt: skip
+        if len(set(names)) != len(names):
+            raise ValueError(f"llm.roles.{role}.models names an endpoint twice: {list(names)}")
+        return tuple(self.endpoint(n) for n in names)
+
+    def at(self, endpoint: Endpoint) -> LLMConfig:
+        """This config with `endpoint` as its llm-wide model (what its client is made with)."""
+        roles = RolesConfig(**{role: dataclasses.replace(getattr(self.roles, role), models=())
+                               for role in ROLES})  # fmt: skip
+        return dataclasses.replace(self, provider=endpoint.provider, model=endpoint.model,
+                                   base_url=endpoint.base_url, api_key_env=endpoint.api_key_env,
+                                   models=(), review_model="", roles=roles)  # fmt: skip
 
     def price(self, model: str) -> tuple[float, float] | None:
         """(input, output) dollars per million tokens of `model`, None when not listed."""
@@ -794,8 +902,9 @@ def research_prompt(context: ResearchContext, task: Task) -> str:
 
 
 class LLMResearcher:
-    def __init__(self, client: LLMClient, task: Task):
-        self.client, self.task = client, task
+    def __init__(self, client: LLMClient, task: Task, reviser: LLMClient | None = None):
+        """`reviser`: the client `revise` asks (the reviser role's model); `client` if None."""
+        self.client, self.task, self.reviser = client, task, reviser or client
         self.name = f"llm-researcher:{client.name}"
 
     def propose(self, context: ResearchContext) -> Proposal:
@@ -812,7 +921,7 @@ class LLMResearcher:
         prompt = (f"This candidate failed.\n\n```python\n{source}\n```\n\nError:\n{error}\n\n"
                   "Fix the cause, keeping the design's idea.")  # fmt: skip
         try:
-            return self.client.ask("reviser", researcher_system(self.task), prompt, REVISION)
+            return self.reviser.ask("reviser", researcher_system(self.task), prompt, REVISION)
         except LLMError:
             return None  # the engineer records the last failure; the run goes on
 
@@ -882,6 +991,51 @@ class LLMAnalyser:
                   "with its parent and siblings and say what was learned.\n\n"
                   + self.task.contract)  # fmt: skip
         return self.client.ask("analyser", system, "\n\n".join(lines), ANALYSIS)
+
+
+def _summary(values: dict) -> str:
+    summary = _field(values, "problem_summary").strip()
+    if not summary:
+        raise ReplyRefused("the reply's problem_summary is empty")
+    return summary
+
+
+SUMMARY = ReplyForm("summary", {
+    "problem_summary": ({"type": "string"}, "the remaining weakness, in one or two sentences "
+                        "that describe the experimental situation, for searching the research "
+                        "literature"),
+}, _summary)  # fmt: skip
+
+
+class LLMSummariser:
+    """Condenses an analysis into the problem summary the cognition store is queried with (as
+    ASI-Arch's summariser does), on a model of its own."""
+
+    def __init__(self, client: LLMClient, task: Task):
+        self.client, self.task = client, task
+        self.name = f"llm-summariser:{client.name}"
+
+    def summarise(self, record: Record, analysis: Analysis) -> str:
+        prompt = (f"## Candidate {record.name}: {_figures(record, self.task)}\n"
+                  f"{record.motivation}\n\n## The analysis of its experiment\n{analysis.report}"
+                  f"\n\n## The analyser's own summary\n{analysis.problem_summary}\n\n"
+                  "Condense this into the problem the next design should solve: the summary "
+                  "that will retrieve prior research for it.")  # fmt: skip
+        system = ("You are the summariser of an automated discovery loop: condense an "
+                  "experiment's analysis into the problem that retrieves prior research for "
+                  "the next design.")  # fmt: skip
+        return self.client.ask("summariser", system, prompt, SUMMARY)
+
+
+class AnalysisSummary:
+    """The summariser without a model: the analyser's own problem summary (the offline
+    analyser's, when the LLM analyser stood down)."""
+
+    name = "analyser-summary"
+
+    def summarise(self, record: Record, analysis: Analysis) -> str:
+        del record
+        return analysis.problem_summary
 
 
 class LLMJudge:

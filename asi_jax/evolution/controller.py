@@ -6,7 +6,8 @@ analyse -> store, with N candidates in flight, then verification of the best.
 The controller knows no task: what candidates are, how they are checked and evaluated and
 which figures the fitness reads come from `config.task` (`asi_jax.tasks`). It schedules and
 records; SQL lives in `db`, read-only views in `state`, the leaderboard and progress lines
-in `report`, the agents and their offline fallback in `agents.factory`, islands in `islands`.
+in `report`, the agents and their offline fallback in `agents.factory`, islands in `islands`,
+the choice of the researcher's model per proposal in `bandit`.
 
 The controller is the only writer of the database and holds the workdir for the whole run
 (a second controller on the same workdir is refused at once). Evaluations run in sandboxed
@@ -54,7 +55,7 @@ from asi_jax.cognition.embedders import make_embedder
 from asi_jax.cognition.entries import ingest_asi_arch, load_jsonl, unique
 from asi_jax.cognition.index import IndexConfig
 from asi_jax.cognition.store import CognitionStore
-from asi_jax.evolution import fitness, islands, report, state
+from asi_jax.evolution import bandit, fitness, islands, report, state
 from asi_jax.evolution.config import EvolutionConfig
 from asi_jax.evolution.db import Database
 from asi_jax.evolution.novelty import NoveltyIndex
@@ -100,6 +101,8 @@ class _Attempt:
     context: ResearchContext
     round_number: int
     started: float
+    proposal: int = 0  # proposals tried before this one
+    arm: str = ""  # the researcher's endpoint the bandit chose ("": offline, no bandit)
 
     def run(self) -> tuple[Proposal | None, str | None, LLMError | None]:
         """(proposal, its author, None) or (None, None, the error): the researcher's call,
@@ -209,6 +212,7 @@ class Controller:
         self._paused_until = 0.0  # monotonic time before which no proposal is made
         self._llm_unavailable: str | None = None  # set after too many unanswered proposals
         self._fingerprints: dict[str, str] = {}  # code hash -> normalised-AST fingerprint
+        self._researcher_usd = 0.0  # dollars of researcher calls since the last proposal
         self._cancel = threading.Event()  # set when the run stops: kills sandboxes in flight
         self._state: dict[str, Any] | None = None  # running / finished / failed / interrupted
 
@@ -404,6 +408,11 @@ class Controller:
         second = others[int(rng.integers(len(others)))] if mode == "crossover" and others else None
         if mode == "crossover" and second is None:
             mode = "full"  # a population of one has no second parent
+        arm = ""
+        if arms := self.agents(island).researchers:
+            names = [name for name, _ in arms]
+            arm = bandit.choose(self.config.llm.bandit, bandit.arms(names, self.db.pulls()), rng)
+            researcher = dict(arms)[arm]
         context = ResearchContext(
             parent=self._with_analysis(parent),
             references=[self._with_analysis(r) for r in references],
@@ -416,15 +425,17 @@ class Controller:
             seed=seed, mode=mode,
             second_parent=second and self._with_analysis(second),
         )  # fmt: skip
-        return _Attempt(island, researcher, context, proposed + 1, time.monotonic())
+        return _Attempt(island, researcher, context, proposed + 1, time.monotonic(), tries, arm)
 
     def _finish_proposal(self, attempt: _Attempt, outcome: tuple) -> dict | None:
         """Checks and stores the researcher's answer (controller thread): the new candidate,
         queued for exploration, or None (rejected, recorded; or no answer)."""
         proposal, by, error = outcome
         self._drain_calls()
+        usd, self._researcher_usd = self._researcher_usd, 0.0  # this proposal's calls
         round_number = attempt.round_number
         if isinstance(error, LLMUnavailable):
+            self._pull(attempt, None, "unanswered", usd)
             self._unanswered += 1
             llm = self.config.llm
             self.log(f"[explore] the researcher's model did not answer ({error}); "
@@ -462,7 +473,9 @@ class Controller:
                 reason = (f"motivation {similarity:.3f} similar to "
                           f"{candidates[nearest]['name']}")  # fmt: skip
         if reason:
-            self.db.add_rejection(round_number, name, reason, motivation)
+            with self.db.transaction():
+                self.db.add_rejection(round_number, name, reason, motivation)
+                self._pull(attempt, None, "rejected", usd)
             self.log(f"[explore] rejected {name}: {reason}")
             self._rejections_in_row += 1
             if self._rejections_in_row >= self.config.max_proposal_tries:
@@ -489,9 +502,34 @@ class Controller:
             )  # fmt: skip
             self.db.add_member(attempt.island, cid, round_number, "proposed")
             self.db.start_evaluation(cid, "explore")
+            self._pull(attempt, cid, "pending", usd)
         self.db.add_timing(cid, "propose", time.monotonic() - attempt.started)
         self.novelty.add(proposal.motivation)
         return self.db.candidate(cid)
+
+    def _pull(self, attempt: _Attempt, candidate_id: int | None, outcome: str,
+              usd: float) -> None:  # fmt: skip
+        """Stores the bandit's choice for `attempt`: pending its candidate's score, or (a
+        rejected or unanswered proposal) rewarded 0 at once."""
+        if attempt.arm:
+            self.db.add_pull(attempt.proposal, attempt.arm, attempt.researcher.name,
+                             candidate_id, outcome, usd,
+                             None if outcome == "pending" else 0.0)  # fmt: skip
+
+    def _reward_pulls(self, records: dict[int, Record]) -> None:
+        """Rewards the pending pulls whose candidates are scored in exploration: fitness
+        gained over the parent per dollar (`bandit.reward`); a failed candidate earns 0."""
+        for pull in self.db.pulls("pending"):
+            r = records.get(pull["candidate_id"])
+            if r is None or r.fitness is None:
+                continue
+            parent = records.get(r.parent_id) if r.parent_id is not None else None
+            if r.status == "failed" or parent is None or parent.fitness is None:
+                self.db.set_reward(pull["id"], "failed", 0.0)
+                continue
+            gain = bandit.reward(r.fitness, parent.fitness, pull["cost_usd"],
+                                 self.config.llm.bandit_epsilon_usd)  # fmt: skip
+            self.db.set_reward(pull["id"], "scored", gain)
 
     def _structural_twin(self, code: str, candidates: list[dict]) -> str | None:
         """The earlier candidate whose source has `code`'s normalised AST, if any (computed
@@ -521,6 +559,7 @@ class Controller:
             except Empty:
                 break
         if records:
+            self._researcher_usd += sum(r.cost_usd for r in records if r.role == "researcher")
             with self.db.transaction():
                 self.db.add_calls(records)
 
@@ -610,6 +649,8 @@ class Controller:
             f = fitness.score(r, reference, judgement["score"] if judgement else 1.0,
                               self.config.fitness)  # fmt: skip
             self.db.set_score(r.id, stage, f.total, f.terms)
+        if stage == "explore":
+            self._reward_pulls({r.id: r for r in self.records(stage)})
 
     def _analyse(self, candidate_id: int) -> None:
         records = {r.id: r for r in self.records("explore")}
@@ -618,10 +659,11 @@ class Controller:
         siblings = [r for r in records.values()
                     if r.parent_id == record.parent_id and r.parent_id is not None]  # fmt: skip
         started = time.monotonic()
-        island = self.db.candidate(candidate_id)["island"]
-        analysis, by = self.agents(island).analyser.call("analyse", record, parent, siblings)
-        self.db.add_analysis(candidate_id, "explore", by, analysis.report,
-                             analysis.problem_summary, analysis.lesson)  # fmt: skip
+        agents = self.agents(self.db.candidate(candidate_id)["island"])
+        analysis, by = agents.analyser.call("analyse", record, parent, siblings)
+        summary, summarised_by = agents.summariser.call("summarise", record, analysis)
+        self.db.add_analysis(candidate_id, "explore", by, analysis.report, summary,
+                             analysis.lesson, summarised_by)  # fmt: skip
         self.db.add_timing(candidate_id, "analyse", time.monotonic() - started)
 
     # -- stages -------------------------------------------------------------------------

@@ -9,7 +9,9 @@ Tables: candidates (the design, where its ideas came from, the island it was pro
 evaluations (one per candidate and stage: status, metrics, figures), attempts (every
 engineer attempt with its error), scores (fitness and its terms by name), analyses, lessons,
 judgements, rejections (novelty and policy rejections before any compute), timings,
-island_members (who belongs to which island, and how it got there), and an embedding cache.
+island_members (who belongs to which island, and how it got there), calls (every request to
+a language model), bandit (the researcher's model per proposal, and its reward), and an
+embedding cache.
 All SQL of the evolution lives here.
 """
 
@@ -162,6 +164,24 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE candidates ADD COLUMN edit_mode TEXT;
     ALTER TABLE candidates ADD COLUMN second_parent_id INTEGER REFERENCES candidates(id);
+    """,
+    # 4 -> 5: the researcher's model chosen per proposal and its reward (asi_jax.evolution.
+    # bandit, whose state is recomputed from these rows on resume), and who summarised each
+    # analysis into its problem summary.
+    """
+    CREATE TABLE bandit (
+        id INTEGER PRIMARY KEY,
+        proposal INTEGER NOT NULL,       -- proposals tried before it (seeds its choice)
+        arm TEXT NOT NULL,               -- the researcher's endpoint name
+        researcher TEXT NOT NULL,        -- e.g. llm-researcher:openai:Qwen/Qwen3-32B
+        candidate_id INTEGER REFERENCES candidates(id),  -- NULL: rejected or unanswered
+        outcome TEXT NOT NULL,           -- pending | scored | failed | rejected | unanswered
+        cost_usd REAL NOT NULL,          -- its researcher calls
+        reward REAL,                     -- NULL while pending
+        chosen_at REAL NOT NULL,
+        rewarded_at REAL
+    );
+    ALTER TABLE analyses ADD COLUMN summariser TEXT;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -410,10 +430,13 @@ class Database:
                           "ORDER BY m.joined_at_round, m.island, c.id")  # fmt: skip
 
     def add_analysis(self, candidate_id: int, stage: str, analyser: str, report: str,
-                     problem_summary: str, lesson: str | None) -> None:  # fmt: skip
+                     problem_summary: str, lesson: str | None,
+                     summariser: str | None = None) -> None:  # fmt: skip
         with self.transaction() as c:
-            c.execute("INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?)",
-                      (candidate_id, stage, analyser, report, problem_summary))  # fmt: skip
+            c.execute("INSERT OR REPLACE INTO analyses (candidate_id, stage, analyser, report, "
+                      "problem_summary, summariser) VALUES (?, ?, ?, ?, ?, ?)",
+                      (candidate_id, stage, analyser, report, problem_summary,
+                       summariser))  # fmt: skip
             if lesson:
                 c.execute("INSERT INTO lessons (candidate_id, text, created_at) VALUES (?, ?, ?)",
                           (candidate_id, lesson, time.time()))  # fmt: skip
@@ -473,6 +496,28 @@ class Database:
 
     def cost_usd(self) -> float:
         return float(self.query("SELECT COALESCE(SUM(cost_usd), 0) AS c FROM calls")[0]["c"])
+
+    # the researcher's bandit ---------------------------------------------------------------
+    def add_pull(self, proposal: int, arm: str, researcher: str, candidate_id: int | None,
+                 outcome: str, cost_usd: float, reward: float | None) -> None:  # fmt: skip
+        now = time.time()
+        self.connection.execute(
+            "INSERT INTO bandit (proposal, arm, researcher, candidate_id, outcome, cost_usd, "
+            "reward, chosen_at, rewarded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (proposal, arm, researcher, candidate_id, outcome, cost_usd, reward, now,
+             None if reward is None else now),
+        )  # fmt: skip
+
+    def set_reward(self, pull_id: int, outcome: str, reward: float) -> None:
+        self.connection.execute(
+            "UPDATE bandit SET outcome = ?, reward = ?, rewarded_at = ? WHERE id = ?",
+            (outcome, reward, time.time(), pull_id),
+        )
+
+    def pulls(self, outcome: str | None = None) -> list[dict[str, Any]]:
+        if outcome is None:
+            return self.query("SELECT * FROM bandit ORDER BY id")
+        return self.query("SELECT * FROM bandit WHERE outcome = ? ORDER BY id", outcome)
 
     def cached_embedding(self, embedder: str, text_hash: str) -> bytes | None:
         rows = self.query("SELECT vector FROM embeddings WHERE embedder = ? AND text_hash = ?",

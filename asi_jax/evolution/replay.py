@@ -35,7 +35,8 @@ class ReplayReport:
 
 def decisions(db: Database) -> dict[str, Any]:
     """What a run decided: each candidate (name, parent, code, how it was proposed), each
-    evaluation's outcome and fitness, the rejections, the judgements and the promotions."""
+    evaluation's outcome and fitness, the rejections, the judgements, the promotions and the
+    researcher's model per proposal (the bandit's pulls and rewards)."""
     names = {c["id"]: c["name"] for c in db.candidates()}
     out: dict[str, Any] = {
         "candidates": [(c["name"], c["kind"], names.get(c["parent_id"]), c["code_hash"],
@@ -46,6 +47,9 @@ def decisions(db: Database) -> dict[str, Any]:
         "judgements": [(names[r["candidate_id"]], r["judge"], r["score"]) for r in
                        db.query("SELECT * FROM judgements ORDER BY candidate_id")],
         "promoted": db.get_meta("verify_promoted"),
+        "bandit": [(p["proposal"], p["arm"], names.get(p["candidate_id"]), p["outcome"],
+                    None if p["reward"] is None else round(p["reward"], 9))
+                   for p in db.pulls()],
     }  # fmt: skip
     for stage in ("explore", "verify"):
         out[stage] = [(r["name"], r["status"], r["failure_stage"],

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from asi_jax.evolution import state
+from asi_jax.evolution import bandit, state
 from asi_jax.evolution.config import EvolutionConfig
 from asi_jax.evolution.db import Database
 from asi_jax.tasks.base import Task
@@ -120,6 +120,9 @@ def leaderboard(db: Database, config: EvolutionConfig, task: Task, workdir: Path
         }
     board["rejected_proposals"] = db.rejection_count()
     board["llm"] = {"cost_usd": db.cost_usd(), "calls": db.call_totals()}
+    if "llm" in {config.agents_of(i) for i in range(config.islands.count)}:
+        arms = [e.name for e in config.llm.endpoints("researcher")]
+        board["llm"]["bandit"] = bandit.board(arms, db.pulls(), config.llm.bandit)
     return board
 
 
