@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from asi_jax.candidates import bench
 from asi_jax.tasks.linear_attention.checker import CheckConfig
 
@@ -22,6 +24,7 @@ def test_startup_times_every_layer_this_machine_has():
     assert all(seconds > 0 for seconds in result["seconds"].values())
 
 
+@pytest.mark.slow  # the checker on a real candidate, timed: 40-80 s
 def test_check_cost_is_measured_on_an_accepted_candidate(tmp_path):
     small = CheckConfig(d_model=32, num_heads=2, batch_sizes=(2,), seq_lens=(1, 19),
                         cost_seq_len=64)  # fmt: skip

@@ -75,6 +75,9 @@ def test_ordinary_mixers_are_accepted_and_train(path, tmp_path):
     assert result.train["status"] == "completed"
 
 
+# Checks, trains and re-evaluates in the sandbox: 2-4 min (the fast suite trains candidates in
+# test_ordinary_mixers_are_accepted_and_train).
+@pytest.mark.slow
 def test_good_candidate_passes_trains_and_is_reevaluated_in_the_sandbox(tmp_path):
     train = dataclasses.replace(TRAIN, train=dataclasses.replace(TRAIN.train, checkpoint_every=40))
     config = EngineerConfig(check=CHECK, train=train)

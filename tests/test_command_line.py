@@ -21,6 +21,7 @@ _EVOLVE_CASES = {
         [f"--config={QUICKSTART}", "--config.nosuchfield=1"],
         f"--config.nosuchfield: the config {QUICKSTART} has no field 'nosuchfield'; the config "
         "has agents, allow_llm_code_without_os_sandbox, baselines, budget, check, cognition, "
+        "edit_modes, "
         "explore, fitness, islands, limits, llm, max_attempts, max_proposal_tries, "
         "novelty_threshold, pin_devices, reference_baseline, sampling, seed, task, verify, "
         "workers",

@@ -191,7 +191,7 @@ def test_bad_benchmark_data_fails_with_a_clear_message(tmp_path):
         DownstreamConfig(benchmarks=("piqa",))
     with pytest.raises(FileNotFoundError, match=r"benchmark 'piqa': no file"):
         DownstreamConfig(benchmarks=("piqa",), data_dir=str(tmp_path)).check_files()
-    with pytest.raises(ValueError, match=r"need data\.kind='bytes'"):
+    with pytest.raises(ValueError, match=r"need text data"):
         from_config_dict({**tiny_dict(), "data": {"kind": "mqar"}, "evals": EVALS})
     missing = {**EVALS, "data_dir": str(tmp_path)}
     with pytest.raises(FileNotFoundError, match="no file"):  # before any training

@@ -56,6 +56,7 @@ def _mqar_run(tmp_path: Path) -> Path:
     return run_dir
 
 
+@pytest.mark.slow  # trains MQAR and byte runs, then re-evaluates both: 2-4 min
 def test_a_checkpoint_reevaluated_gives_the_runs_own_figures(tmp_path):
     run_dir = _mqar_run(tmp_path)
     final = json.loads((run_dir / "result.json").read_text())["eval"]

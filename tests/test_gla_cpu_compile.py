@@ -20,6 +20,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from ops_testing import assert_close
 
 import pallas_kernels as pk
@@ -71,6 +72,7 @@ def _recurrent_grads(arrays: dict, argnums: tuple[int, ...]) -> tuple:
     return jax.grad(loss, argnums=argnums)(*args)
 
 
+@pytest.mark.slow  # compiles the GLA gradient in a subprocess: 1-2 min
 def test_jitted_gla_chunk_gradient_runs_and_matches_recurrent(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, json.dumps(SHAPES), json.dumps(WRT), str(tmp_path)],

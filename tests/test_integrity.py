@@ -60,6 +60,7 @@ def _mixer(init_body: str = "pass", call_body: str = "pass"):
     return namespace["Mixer"]
 
 
+@pytest.mark.slow  # checks and trains several mixers: 1-1.5 min
 def test_checking_and_training_honest_mixers_changes_nothing(tmp_path):
     integrity = Integrity()
     assert len(integrity) > 10_000  # jax, flax, optax, numpy, ... are all watched
