@@ -16,7 +16,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax import Array
 
@@ -37,7 +36,7 @@ def _l2_normalize(x: Array, eps: float = 1e-6) -> Array:
     return (x32 * jax.lax.rsqrt(jnp.sum(x32 * x32, -1, keepdims=True) + eps)).astype(x.dtype)
 
 
-def _head_param(values: np.ndarray) -> nnx.Param:
+def _head_param(values: Array) -> nnx.Param:
     return nnx.Param(jnp.asarray(values, jnp.float32))
 
 
@@ -138,7 +137,7 @@ class Mamba2(nnx.Module):
         self.in_proj = dense(d_model, 2 * d_model + 2 * self.d_state + num_heads, rngs=rngs)
         self.conv = ShortConv(d_model + 2 * self.d_state, rngs=rngs)
         self.a_log, self.dt_bias = _decay_params(num_heads, rngs.params())
-        self.skip = _head_param(np.ones(num_heads))
+        self.skip = _head_param(jnp.ones(num_heads))
         self.norm = GatedRMSNorm(d_model, rngs=rngs)
         self.out = dense(d_model, d_model, rngs=rngs, axes=("heads", "embed"))
 

@@ -7,8 +7,10 @@ held-out loss and the mean MQAR recall over the evaluated numbers of key-value p
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,62 @@ held-out loss and the mean recall on multi-query associative recall (MQAR)."""
 
 
 BASELINE_TAG = "# baseline "  # the first line of a baseline's code
+
+
+_STANDALONE_HEADER = """\"\"\"Baseline {name} as a candidate: asi_jax.models.mixers.{cls},
+with the helpers it uses inlined.\"\"\"
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax import Array
+
+import pallas_kernels as pk
+"""
+
+
+def _top_level_definitions(module) -> dict[str, str]:
+    """name -> source of each top-level function, class and assignment of `module`."""
+    source = inspect.getsource(module)
+    out = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            out[node.name] = ast.get_source_segment(source, node)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    out[target.id] = ast.get_source_segment(source, node)
+    return out
+
+
+def standalone_source(name: str) -> str:
+    """The baseline `name`'s registry class as one candidate file (what a model is shown of
+    a baseline parent without a grammar design): its base classes, and every helper of
+    asi_jax.models.layers and .mixers it reaches, inlined; the class renamed `Mixer`."""
+    from asi_jax.models import layers, mixers
+
+    cls = mixers.MIXERS[name]
+    chain = [c for c in reversed(cls.__mro__) if c.__module__ == mixers.__name__]
+    body = "\n\n\n".join(inspect.getsource(c) for c in chain)
+    body = body.replace(f"class {cls.__name__}(", "class Mixer(", 1)
+    classes = {c.__name__ for c in mixers.MIXERS.values()}
+    pool = {n: text for module in (layers, mixers)
+            for n, text in _top_level_definitions(module).items()
+            if n not in classes and n not in ("MIXERS", "get_mixer", "resolve_mixer")}  # fmt: skip
+    needed: set[str] = set()
+    pending = [body]
+    while pending:
+        text = pending.pop()
+        for helper, source in pool.items():
+            if helper not in needed and re.search(rf"\b{re.escape(helper)}\b", text):
+                needed.add(helper)
+                pending.append(source)
+    helpers = [source for helper, source in pool.items() if helper in needed]
+    header = _STANDALONE_HEADER.format(name=name, cls=cls.__name__)
+    return "\n\n\n".join([header.rstrip(), *helpers, body]) + "\n"
 
 
 def _mqar_recalls(evals: Mapping[str, Any]) -> dict[str, float]:
@@ -85,13 +143,15 @@ class LinearAttentionTask(Task):
         return out
 
     def candidate_source(self, record: Record) -> str:
-        """A baseline with a grammar design as the grammar renders it (a valid candidate
-        file); other code as it is."""
-        if not (record.code.startswith(BASELINE_TAG) and record.design):
+        """A baseline as a valid candidate file: with a grammar design as the grammar renders
+        it, else its registry class with the helpers it uses inlined; other code as it is."""
+        if not record.code.startswith(BASELINE_TAG):
             return record.code
-        design = grammar.Design.from_json(dict(record.design))
-        doc = f"Baseline {record.name} as a candidate: the grammar's equivalent of its class."
-        return grammar.render(design, docstring=doc)
+        if record.design:
+            design = grammar.Design.from_json(dict(record.design))
+            doc = f"Baseline {record.name} as a candidate: the grammar's equivalent of its class."
+            return grammar.render(design, docstring=doc)
+        return standalone_source(record.name)
 
     def check_request(self, check: checker.CheckConfig, train: Any, reference: str
                       ) -> dict[str, Any]:  # fmt: skip
