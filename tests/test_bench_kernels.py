@@ -87,7 +87,7 @@ def test_table_compares_with_fla_and_the_roofline():
 
 def test_check_measures_each_impl_against_the_recurrence():
     timings = benchmark.run(
-        ["delta_rule"], ["recurrent", "chunk"], ["fwd", "fwd_bwd"],
+        ["linear_attention"], ["chunk"], ["fwd", "fwd_bwd"],
         benchmark.Shape(2, 32, 1, 8, 8), "float32", chunk_size=16, warmup=0, iters=1, check=True,
     )  # fmt: skip
     assert all(t.relative_error is not None and t.relative_error < 1e-5 for t in timings)

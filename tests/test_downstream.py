@@ -76,6 +76,7 @@ def test_a_trained_run_scores_its_benchmarks_and_the_fitness_reads_their_mean(ru
     assert "downstream acc" in format_table([{**result, "mixer": "deltanet"}])
 
 
+@pytest.mark.slow  # lm_eval's start-up and 9 tasks through the adapter: 1-1.5 min
 def test_lm_eval_through_the_adapter_agrees_with_our_scorer(run_dir, tmp_path, monkeypatch):
     for name, value in (("HF_DATASETS_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"),
                         ("HF_HOME", str(tmp_path / "hf"))):  # fmt: skip

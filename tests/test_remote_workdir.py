@@ -37,6 +37,7 @@ def bucket(monkeypatch):
         server.stop()
 
 
+@pytest.mark.slow  # two training runs, one through the emulator: about 1 min
 def test_a_training_run_lives_in_the_bucket(bucket, tmp_path):
     """run.json, metrics, TensorBoard events and result.json land in the bucket, with the same
     figures as a local run; the checkpoint folder is the bucket's, not a local "gs:" folder.
