@@ -185,6 +185,12 @@ class EvolutionConfig:
         if not 0.0 < self.novelty_threshold <= 1.0:
             raise ValueError(f"novelty_threshold must be in (0, 1], got {self.novelty_threshold}")
 
+    def experiment_of(self, stage: str) -> ExperimentConfig:
+        """What `stage` ("explore" or "verify") trains."""
+        if stage == "verify" and self.verify.experiment is not None:
+            return self.verify.experiment
+        return self.explore
+
     def limits_of(self, stage: str) -> StageLimits:
         """The sandbox limits' floors of `stage` ("explore" or "verify")."""
         return self.verify.limits if stage == "verify" and self.verify.limits else self.limits

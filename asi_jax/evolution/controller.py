@@ -230,9 +230,7 @@ class Controller:
         return self._agents[self.config.agents_of(island)]
 
     def experiment(self, stage: str) -> ExperimentConfig:
-        if stage == "explore":
-            return self.config.explore
-        return self.config.verify.experiment or self.config.explore
+        return self.config.experiment_of(stage)
 
     def engineer_config(self, stage: str, slot: int = 0, *, reference: bool = False
                         ) -> EngineerConfig:  # fmt: skip
@@ -375,7 +373,7 @@ class Controller:
         lessons = list(dict.fromkeys(self.db.lessons(limit=500)))
         if len(lessons) <= k:
             return lessons
-        vectors = self.embedder.embed(lessons, "document")
+        vectors = np.stack([self.novelty.embed(lesson) for lesson in lessons])  # cached
         query = self.embedder.embed([summary], "query")[0]
         order = np.argsort(-(vectors @ query), kind="stable")[:k]
         return [lessons[i] for i in order]

@@ -25,7 +25,8 @@ class NoveltyIndex:
         for text in texts:
             self.add(text)
 
-    def _embed(self, text: str) -> np.ndarray:
+    def embed(self, text: str) -> np.ndarray:
+        """`text`'s document embedding, from the database's cache when it holds it."""
         key = hashlib.sha256(text.encode()).hexdigest()
         if self.db is not None:
             cached = self.db.cached_embedding(self.embedder.name, key)
@@ -42,11 +43,11 @@ class NoveltyIndex:
             return None, 0.0
         if self._index is None:
             self._index = VectorIndex(self._vectors)
-        ids, scores = self._index.search(self._embed(text)[None], 1)
+        ids, scores = self._index.search(self.embed(text)[None], 1)
         return int(ids[0, 0]), float(scores[0, 0])
 
     def add(self, text: str) -> None:
-        vector = self._embed(text)[None]
+        vector = self.embed(text)[None]
         self._vectors = vector if not self.texts else np.concatenate([self._vectors, vector])
         self.texts.append(text)
         self._index = None  # rebuilt on the next query

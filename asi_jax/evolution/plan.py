@@ -61,7 +61,7 @@ def _stages(config: EvolutionConfig) -> list[tuple[str, ExperimentConfig, int | 
     explore = config.budget.candidates + baselines if config.budget.candidates else None
     stages = [("explore", config.explore, explore)]
     if config.verify.promote > 0:
-        stages.append(("verify", config.verify.experiment or config.explore,
+        stages.append(("verify", config.experiment_of("verify"),
                        config.verify.promote + baselines))  # fmt: skip
     return stages
 
