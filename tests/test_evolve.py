@@ -35,7 +35,7 @@ def get_config():
     return complete(EvolutionConfig, dict(
         explore=e,
         # verification keeps its final checkpoints: orbax saving must work in the sandbox
-        verify=dict(promote=1,
+        verify=dict(promote=1, seeds=2, ablate=False,
                     experiment={**e, "train": {**e["train"], "checkpoint_every": STEPS}}),
         baselines=("deltanet",),
         workers=1,
@@ -195,8 +195,14 @@ def test_readme_run_command_one_run_per_workdir_kill_9_sigterm_and_resume(tmp_pa
     verify = board["verify"]["ranking"]
     assert len(verify) == 2 and "deltanet" in {r["name"] for r in verify}
     assert all(r["status"] != "pending" for r in verify)
-    for row in verify:  # the row's folder holds the verification run and its final checkpoint
-        assert list((workdir / row["folder"]).glob("attempt*/train/checkpoints/*")), row
+    for row in verify:  # each seed's folder holds its verification run and final checkpoint
+        assert row["seeds"] == 2 and [r["stage"] for r in row["replicates"]] == [
+            "verify", "verify-2"]  # fmt: skip
+        for seed in row["replicates"]:
+            assert list((workdir / seed["folder"]).glob("attempt*/train/checkpoints/*")), seed
+        seeds = [json.loads((workdir / seed["folder"] / "attempt1/train/run.json").read_text())
+                 ["config"]["seed"] for seed in row["replicates"]]  # fmt: skip
+        assert seeds == [0, 1]  # the second seed trained with its own seed
     assert board["agents"]["researcher"].startswith("offline")
     assert board["config"]["seed"] == 0
     assert len(board["environments"]) == 3  # the first start and the two resumptions

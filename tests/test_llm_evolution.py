@@ -94,7 +94,7 @@ class Model:
 def _config(url: str, **overrides):
     values = {
         "agents": "llm", "seed": 2, "workers": 1, "baselines": ["deltanet", "gated_deltanet"],
-        "budget": {"candidates": 6}, "verify": {"promote": 1},
+        "budget": {"candidates": 6}, "verify": {"promote": 1, "seeds": 1},
         "limits": {"wall_seconds": 60.0, "cpu_seconds": 60, "reference_multiple": 4.0},
         "edit_modes": [["full", 1.0], ["diff", 1.0], ["crossover", 1.0]],
         "allow_llm_code_without_os_sandbox": True,

@@ -27,7 +27,7 @@ def test_plan_counts_parameters_tokens_and_evaluations_per_stage():
     assert explore.batch_shape == (32, 32) and explore.vocab_size == 64
     assert explore.tokens == 32 * 32 * 200 and verify.tokens == 32 * 32 * 400
     assert explore.evaluations == config.budget.candidates + 3
-    assert verify.evaluations == config.verify.promote + 3
+    assert verify.evaluations == (config.verify.promote + 3) * config.verify.seeds == 15
     assert verify.estimated_hours_per_evaluation == 2 * explore.estimated_hours_per_evaluation
     text = plan.describe([explore, verify])
     assert "106.85k parameters" in text and "H200-hours" in text and "5.6% MFU" in text
@@ -82,7 +82,7 @@ def test_the_asi_arch_config_dry_runs_on_prepared_shards(tmp_path):
         assert explore["tokens"] == 64 * 2048 * 7_630  # ~1.0B
         assert verify["tokens"] == 256 * 2048 * 28_610  # ~15.0B
         assert verify["params"]["total"] > 300e6 > 30e6 > explore["params"]["total"]
-        assert explore["evaluations"] == 200 + 4 and verify["evaluations"] == 5 + 4
+        assert explore["evaluations"] == 200 + 4 and verify["evaluations"] == (5 + 4) * 3
         assert "H200-hours" in result.stdout
     bad = subprocess.run(
         [sys.executable, "scripts/evolve.py", "--dry_run",

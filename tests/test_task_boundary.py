@@ -33,7 +33,7 @@ import toy_task
 # so an interrupted run can be compared with an uninterrupted one exactly.
 CONFIG = EvolutionConfig(
     task="toy", seed=3, workers=1, max_attempts=1,
-    budget=BudgetConfig(candidates=6), verify=VerifyConfig(promote=1),
+    budget=BudgetConfig(candidates=6), verify=VerifyConfig(promote=1, seeds=1),
     islands=IslandConfig(count=2, migration_interval=2, migrants=1),
     limits=StageLimits(wall_seconds=120, cpu_seconds=120),
 )  # fmt: skip

@@ -2,9 +2,10 @@
 compute (the paper's linear-scaling claim, with a least-squares fit), the design components
 and idea origins of the winners against all candidates, and the lineage tree.
 
-A winner is a candidate that beats the reference baseline by `report.beating`'s rule (its
-quantitative terms, loss and benchmark, sum above the reference's), so these analyses and
-the leaderboard's `beats_<reference>` list always agree. Nothing here writes.
+A winner is a candidate that beats the reference baseline by the leaderboard's rule (in
+exploration its quantitative terms, loss and benchmark, sum above the reference's; in
+verification the bootstrap interval of that gain over the seeds lies above zero), so these
+analyses and the leaderboard's `beats_<reference>` list always agree. Nothing here writes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import collections
 import dataclasses
 from typing import Any
 
-from asi_jax.evolution import report
+from asi_jax.evolution import report, state, verification
+from asi_jax.evolution.config import from_config_dict
 from asi_jax.evolution.db import Database
 
 FREE_FORM = "free-form code (no design)"
@@ -37,9 +39,17 @@ def stage_rows(db: Database, stage: str) -> list[dict[str, Any]]:
 
 
 def winners(db: Database, stage: str = "explore") -> list[str]:
-    """Names of the candidates beating the reference baseline in `stage`."""
+    """Names of the candidates beating the reference baseline in `stage`: in verification,
+    those whose gain's bootstrap interval over the seeds lies above zero."""
     reference = _reference(db)
-    return report.beating(stage_rows(db, stage), reference) if reference else []
+    if not reference:
+        return []
+    if stage != "verify":
+        return report.beating(stage_rows(db, stage), reference)
+    verify = from_config_dict(db.get_meta("config")).verify
+    summariser = verification.Summariser(verify, reference)
+    by_seed = {s: stage_rows(db, s) for s in state.seed_stages(db, "verify")}
+    return summariser.beating(summariser.rows(by_seed)) if by_seed else []
 
 
 @dataclasses.dataclass(frozen=True)

@@ -117,9 +117,30 @@ class IslandConfig:
 
 @dataclasses.dataclass(frozen=True)
 class VerifyConfig:
+    """Verification retrains the promoted candidates and every baseline with `seeds` seeds
+    (the experiment's seed, then +1, +2, ...: stages "verify", "verify-2", ...); a candidate
+    beats the reference only where the bootstrap interval (at `confidence`) of its gain over
+    the reference, paired by seed, lies above zero. Each verified winner with a design is then
+    ablated: one variant per component it does not share with the reference, that component
+    set back to the reference's option, retrained with the same seeds."""
+
     promote: int = 2  # the top candidates by exploration fitness; 0 skips verification
     experiment: ExperimentConfig | None = None  # None: the exploration experiment
     limits: StageLimits | None = None  # None: the run's `limits`
+    seeds: int = 3  # training seeds per verified candidate and baseline
+    confidence: float = 0.95  # of the bootstrap intervals
+    bootstrap_resamples: int = 10_000
+    ablate: bool = True  # ablate every verified winner (components, or the researcher's variants)
+    max_ablations: int = 0  # variants per winner at most; 0: one per differing component
+
+    def __post_init__(self):
+        if self.promote < 0 or self.seeds < 1 or self.max_ablations < 0:
+            raise ValueError("verify.promote and verify.max_ablations must be >= 0 and "
+                             f"verify.seeds >= 1; got {self.promote}, {self.max_ablations}, "
+                             f"{self.seeds}")  # fmt: skip
+        if not 0.5 <= self.confidence < 1.0 or self.bootstrap_resamples < 100:
+            raise ValueError("verify.confidence must be in [0.5, 1) and "
+                             "verify.bootstrap_resamples >= 100")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,19 +206,40 @@ class EvolutionConfig:
         if not 0.0 < self.novelty_threshold <= 1.0:
             raise ValueError(f"novelty_threshold must be in (0, 1], got {self.novelty_threshold}")
 
+    def stages_of(self, stage: str) -> tuple[str, ...]:
+        """The evaluation stages of a stage: "explore" is one; "verify" one per seed."""
+        if stage == "verify":
+            return ("verify", *(f"verify-{k}" for k in range(2, self.verify.seeds + 1)))
+        return (stage,)
+
     def experiment_of(self, stage: str) -> ExperimentConfig:
-        """What `stage` ("explore" or "verify") trains."""
-        if stage == "verify" and self.verify.experiment is not None:
-            return self.verify.experiment
-        return self.explore
+        """What `stage` ("explore", "verify" or a verification seed's "verify-k") trains:
+        the k-th seed's experiment has its seed and its data's seed k - 1 above the first's."""
+        base, replicate = split_stage(stage)
+        experiment = self.explore
+        if base == "verify" and self.verify.experiment is not None:
+            experiment = self.verify.experiment
+        if replicate == 1:
+            return experiment
+        data = dataclasses.replace(experiment.data, seed=experiment.data.seed + replicate - 1)
+        return dataclasses.replace(experiment, seed=experiment.seed + replicate - 1, data=data)
 
     def limits_of(self, stage: str) -> StageLimits:
-        """The sandbox limits' floors of `stage` ("explore" or "verify")."""
-        return self.verify.limits if stage == "verify" and self.verify.limits else self.limits
+        """The sandbox limits' floors of `stage` (every seed of a stage shares them)."""
+        base = split_stage(stage)[0]
+        return self.verify.limits if base == "verify" and self.verify.limits else self.limits
 
     def agents_of(self, island: int) -> str:
         """The agent kind ("offline" or "llm") proposing on `island`."""
         return self.islands.agents[island] if self.islands.agents else self.agents
+
+
+def split_stage(stage: str) -> tuple[str, int]:
+    """("verify", 2) of "verify-2"; a stage without a seed suffix is its own first seed."""
+    base, _, k = stage.partition("-")
+    if k and not k.isdigit():
+        raise ValueError(f"not a stage name: {stage!r}")
+    return base, int(k) if k else 1
 
 
 def from_config_dict(config: Mapping[str, Any]) -> EvolutionConfig:

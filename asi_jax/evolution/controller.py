@@ -56,7 +56,7 @@ from asi_jax.cognition.entries import ingest_asi_arch, load_jsonl, unique
 from asi_jax.cognition.index import IndexConfig
 from asi_jax.cognition.store import CognitionStore
 from asi_jax.evolution import bandit, fitness, islands, report, state
-from asi_jax.evolution.config import EvolutionConfig
+from asi_jax.evolution.config import EvolutionConfig, split_stage
 from asi_jax.evolution.db import Database
 from asi_jax.evolution.novelty import NoveltyIndex
 from asi_jax.evolution.sampling import sample
@@ -70,7 +70,13 @@ STAGES = state.STAGES
 LEADERBOARD = report.LEADERBOARD
 DATABASE = "evolution.sqlite"
 # Fields of the config a resumed run may change (recorded in the database when it does).
-RESUMABLE_CHANGES = ("budget", "limits", "allow_llm_code_without_os_sandbox")
+# What a resumed run may change. Verification's promotions are made once: a changed
+# `verify.promote` counts only before verification began; more `verify.seeds` add seeds.
+RESUMABLE_CHANGES = (
+    "budget", "limits", "allow_llm_code_without_os_sandbox", "verify.promote", "verify.limits",
+    "verify.seeds", "verify.confidence", "verify.bootstrap_resamples", "verify.ablate",
+    "verify.max_ablations",
+)  # fmt: skip
 _CANCEL_GRACE_SECONDS = 10.0  # how long a stopping run waits for cancelled evaluations
 _HEARTBEAT_SECONDS = 60.0  # a progress line at least this often while evaluations run
 
@@ -88,8 +94,24 @@ def _load_entries(config: EvolutionConfig, task: Task, warn: Callable[[str], Non
 
 
 def _changed_keys(stored: dict, current: dict) -> list[str]:
-    """Top-level config keys whose values differ."""
-    return sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+    """Config keys whose values differ: top-level, and `verify.x` within verification."""
+    changed = []
+    for k in sorted(set(stored) | set(current)):
+        a, b = stored.get(k), current.get(k)
+        if a == b:
+            continue
+        if k == "verify" and isinstance(a, dict) and isinstance(b, dict):
+            changed += [f"verify.{j}" for j in sorted(set(a) | set(b)) if a.get(j) != b.get(j)]
+        else:
+            changed.append(k)
+    return changed
+
+
+def _value(config: dict, key: str) -> Any:
+    """A (dotted) key's value in a config dict; None where it is absent."""
+    for part in key.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +201,7 @@ class Controller:
                 )
             self.db.set_meta("config_changes", [
                 *(self.db.get_meta("config_changes") or []),
-                {"at": _now(), **{k: {"from": stored.get(k), "to": current.get(k)}
+                {"at": _now(), **{k: {"from": _value(stored, k), "to": _value(current, k)}
                                   for k in changed}},
             ])  # fmt: skip
             self.db.set_meta("config", current)
@@ -237,7 +259,7 @@ class Controller:
         """The reference baseline runs at the configured floors, retried once at twice them
         if it runs out of time; everything else at the stage's limits (see `stage_limits`)."""
         c = self.config
-        usage = None if reference else state.reference_usage(self.db, stage)
+        usage = None if reference else state.reference_usage(self.db, split_stage(stage)[0])
         known = ()  # in verification every candidate has been checked (and found) before
         if stage == "explore":
             known = tuple((jaxpr, r["name"]) for r in self.db.evaluations("explore")
@@ -332,7 +354,8 @@ class Controller:
             if r.status == "evaluated" and self.db.judgement(r.id) is None:
                 self._judge(r.id)
         for stage in STAGES:
-            self.score(stage)
+            for seed_stage in self.config.stages_of(stage):
+                self.score(seed_stage)
         analysed = self.db.analysed("explore")
         for r in self.records("explore"):
             if r.status != "pending" and r.id not in analysed:
@@ -610,7 +633,7 @@ class Controller:
             self.db.replace_code(cid, result.source, code_hash(result.source),
                                  self.task.design_of(result.source))  # fmt: skip
         self.db.add_timing(cid, f"{stage}:evaluate", sum(a.seconds for a in result.attempts))
-        if ok and state.is_reference(self.config, candidate):
+        if ok and state.is_reference(self.config, candidate) and split_stage(stage)[1] == 1:
             last = result.attempts[-1]
             usage = {"wall_seconds": last.seconds, "cpu_seconds": last.cpu_seconds}
             self.db.set_meta(
@@ -666,18 +689,27 @@ class Controller:
 
     # -- stages -------------------------------------------------------------------------
     def _reference_pending(self, stage: str) -> bool:
+        """Whether the reference's first-seed run of `stage`, which sets the stage's limits,
+        has yet to finish."""
         reference = self.db.candidate_by_name(self.config.reference_baseline)
         return self.db.status(reference["id"], stage) == "pending"
 
-    def _next(self, stage: str, queue: collections.deque, running: dict) -> dict | None:
+    def _queue(self, stage: str) -> collections.deque:
+        """(candidate, seed stage) of every pending evaluation of `stage`, first seed first."""
+        return collections.deque((c, s) for s in self.config.stages_of(stage)
+                                 for c in self.db.pending(s))  # fmt: skip
+
+    def _next(self, stage: str, queue: collections.deque, running: dict
+              ) -> tuple[dict, str] | None:  # fmt: skip
         """The next queued evaluation to start: while the reference baseline of the stage has
         not finished, only the reference (it runs alone, see the module docstring)."""
         if self._reference_pending(stage):
-            reference = next((c for c in queue if state.is_reference(self.config, c)), None)
+            reference = next((item for item in queue if item[1] == stage
+                              and state.is_reference(self.config, item[0])), None)  # fmt: skip
             if running or reference is None:
                 return None
             queue.remove(reference)
-            self.log(f"[{stage}] the reference baseline {reference['name']} runs first and "
+            self.log(f"[{stage}] the reference baseline {reference[0]['name']} runs first and "
                      "alone: its time sets the stage's limits")  # fmt: skip
             return reference
         return queue.popleft() if queue else None
@@ -686,29 +718,31 @@ class Controller:
         """Runs the stage's queue, and (exploring) proposals whenever a worker is free. The
         researcher's call runs in its own thread, so an evaluation that finishes while a model
         thinks (or hangs until its timeout) is recorded at once."""
-        queue = collections.deque(self.db.pending(stage))
+        queue = self._queue(stage)
         if queue:
             self.log(f"[{stage}] {len(queue)} evaluation(s) to run: "
-                     + ", ".join(c["name"] for c in queue))  # fmt: skip
+                     + ", ".join(c["name"] if s == stage else f"{c['name']} ({s})"
+                                 for c, s in queue))  # fmt: skip
         pool = cf.ThreadPoolExecutor(self.config.workers)
         proposer = cf.ThreadPoolExecutor(1, thread_name_prefix="proposer")
-        running: dict[cf.Future, tuple[dict, int, float]] = {}
+        running: dict[cf.Future, tuple[dict, str, int, float]] = {}
         proposal: tuple[cf.Future, _Attempt] | None = None
         free_slots = list(range(self.config.workers))
         try:
             while True:
                 while free_slots:
-                    candidate = self._next(stage, queue, running)
-                    if candidate is None:
+                    if (item := self._next(stage, queue, running)) is None:
                         break
-                    self.log(f"[{stage}] start {report.describe(self.config, candidate)}")
+                    candidate, seed_stage = item
+                    self.log(f"[{seed_stage}] start {report.describe(self.config, candidate)}")
                     slot = free_slots.pop(0)
+                    reference = state.is_reference(self.config, candidate)
                     engineer = self.engineer_config(
-                        stage, slot, reference=state.is_reference(self.config, candidate)
+                        seed_stage, slot, reference=reference and seed_stage == stage
                     )
                     reviser = self.agents(candidate["island"]).researcher.agent.revise
-                    future = pool.submit(self.evaluate, candidate, stage, engineer, reviser)
-                    running[future] = (candidate, slot, time.monotonic())
+                    future = pool.submit(self.evaluate, candidate, seed_stage, engineer, reviser)
+                    running[future] = (candidate, seed_stage, slot, time.monotonic())
                 if (proposing and free_slots and proposal is None and not queue
                         and not self._reference_pending(stage)
                         and (attempt := self._begin_proposal()) is not None):  # fmt: skip
@@ -726,21 +760,22 @@ class Controller:
                                   return_when=cf.FIRST_COMPLETED)  # fmt: skip
                 if not done and running:
                     self.log(report.heartbeat(
-                        stage, {c["name"]: t for c, _, t in running.values()},
+                        stage, {c["name"] if s == stage else f"{c['name']} ({s})": t
+                                for c, s, _, t in running.values()},
                         self.elapsed(), time.monotonic()))  # fmt: skip
                 for future in done:
                     if proposal is not None and future is proposal[0]:
                         attempt, proposal = proposal[1], None
                         if candidate := self._finish_proposal(attempt, future.result()):
-                            queue.append(candidate)
+                            queue.append((candidate, stage))
                         continue
-                    candidate, slot, _ = running.pop(future)
+                    candidate, seed_stage, slot, _ = running.pop(future)
                     free_slots.append(slot)
                     try:
-                        self.record(candidate, stage, future.result())
+                        self.record(candidate, seed_stage, future.result())
                     finally:  # failures too, and a reference failure that stops the run
                         self.write_leaderboard()
-                    self.log(self.progress(stage, candidate["id"]))
+                    self.log(self.progress(seed_stage, candidate["id"]))
         except BaseException:
             self._cancel_running(running)
             raise
@@ -750,28 +785,93 @@ class Controller:
         if proposing and (reason := self.budget_left()):
             self.log(f"[{stage}] done: {reason}")
 
-    def _cancel_running(self, running: dict[cf.Future, tuple[dict, int, float]]) -> None:
+    def _cancel_running(self, running: dict[cf.Future, tuple[dict, str, int, float]]) -> None:
         """Kills the sandboxes of the evaluations in flight and waits (briefly) for their
         threads; their rows stay pending, so a resumed run redoes them."""
         self._cancel.set()
         if running:
             self.log(f"stopping: cancelling {len(running)} evaluation(s) in flight: "
-                     + ", ".join(c["name"] for c, _, _ in running.values()))  # fmt: skip
+                     + ", ".join(c["name"] for c, *_ in running.values()))  # fmt: skip
             cf.wait(running, timeout=_CANCEL_GRACE_SECONDS)
 
     def promote(self) -> None:
         """Queues the top candidates by exploration fitness and every baseline for
-        verification (once: a resumed run keeps the first choice)."""
-        if self.db.get_meta("verify_promoted"):
-            return
-        top = [r for r in self.ranked("explore") if self.db.candidate(r.id)["kind"] == "candidate"]
-        chosen = top[: self.config.verify.promote]
-        baselines = [c for c in self.db.candidates() if c["kind"] == "baseline"]
+        verification on every seed. The choice is made once (a resumed run keeps it); a
+        resumed run with more `verify.seeds` queues the new seeds of everything verified."""
+        chosen = self.db.get_meta("verify_promoted")
+        if chosen is None:
+            top = [r.name for r in self.ranked("explore")
+                   if self.db.candidate(r.id)["kind"] == "candidate"]  # fmt: skip
+            chosen = top[: self.config.verify.promote]
+            self.log(f"[verify] promoted {chosen} with the baselines, "
+                     f"{self.config.verify.seeds} seed(s) each")  # fmt: skip
+        verified = [c for c in self.db.candidates()
+                    if c["kind"] in ("baseline", "ablation") or c["name"] in chosen]  # fmt: skip
         with self.db.transaction():
-            for c in [*baselines, *(self.db.candidate(r.id) for r in chosen)]:
-                self.db.start_evaluation(c["id"], "verify")  # judged once, after exploration
-            self.db.set_meta("verify_promoted", [r.name for r in chosen])
-        self.log(f"[verify] promoted {[r.name for r in chosen]} with the baselines")
+            for c in verified:
+                for stage in self.config.stages_of("verify"):
+                    if self.db.status(c["id"], stage) is None:  # judged once, in exploration
+                        self.db.start_evaluation(c["id"], stage)
+            self.db.set_meta("verify_promoted", chosen)
+
+    def ablate(self) -> bool:
+        """Adds the ablation variants of every verified winner not yet ablated, queued on
+        every verification seed; True when it added any. A winner with a design in the
+        task's grammar gets one variant per component it does not share with the reference,
+        that component set back to the reference's option."""
+        if not self.config.verify.ablate:
+            return False
+        reference = self.config.reference_baseline
+        winners = self.write_leaderboard()["verify"][f"beats_{reference}"]
+        ablations = self.db.get_meta("ablations") or {}  # winner -> {change: variant's name}
+        added = False
+        for name in [w for w in winners if w not in ablations]:
+            winner = self.db.candidate_by_name(name)
+            table = {}
+            with self.db.transaction():
+                for label, design, code in self._ablation_variants(winner):
+                    if code is None:  # the reference itself: its runs are this variant's
+                        table[label] = reference
+                        continue
+                    table[label] = f"ablate-{winner['id']}-{len(table) + 1}"
+                    cid = self.db.add_candidate(
+                        name=table[label], generation=winner["generation"], kind="ablation",
+                        researcher="ablation", parent_id=winner["id"], design=design,
+                        motivation=f"Ablation of {name}: {label} (the reference's option), "
+                                   "everything else kept.",
+                        code=code, code_hash=code_hash(code),
+                    )  # fmt: skip
+                    for stage in self.config.stages_of("verify"):
+                        self.db.start_evaluation(cid, stage)
+                    added = True
+                ablations = {**ablations, name: table}
+                self.db.set_meta("ablations", ablations)
+            listed = ", ".join(table) or "none (no design to ablate)"
+            self.log(f"[verify] {name} beats {reference} (its gain's interval lies above "
+                     f"zero); ablations: {listed}")  # fmt: skip
+        return added
+
+    def _ablation_variants(self, winner: dict) -> list[tuple[str, dict, str | None]]:
+        """(change, design, source) per component of `winner` that differs from the
+        reference's design, set back to the reference's option; the source is None where
+        that gives the reference's own design. None where either has no design in the task's
+        grammar."""
+        reference = self.db.candidate_by_name(self.config.reference_baseline)
+        if not winner["design"] or not reference["design"]:
+            return []
+        changes = self.task.design_changes(winner["design"], reference["design"])
+        limit = self.config.verify.max_ablations or len(changes)
+        variants = []
+        for component, (own, option) in list(changes.items())[:limit]:
+            design = {**winner["design"], component: option}
+            label = f"{component}: {own} -> {option}"
+            if self.task.design_key(design) == self.task.design_key(reference["design"]):
+                variants.append((label, design, None))
+                continue
+            source = self.task.render_design(design, docstring=(
+                f"Ablation of {winner['name']}: {label}, the reference's option."))  # fmt: skip
+            variants.append((label, design, source))
+        return variants
 
     def run(self) -> dict[str, Any]:
         """The whole run (or what is left of it); returns the leaderboard. On an error or an
@@ -787,6 +887,8 @@ class Controller:
             if self.config.verify.promote > 0:
                 self.promote()
                 self.run_stage("verify", proposing=False)
+                if self.ablate():
+                    self.run_stage("verify", proposing=False)
         except BaseException as e:
             interrupted = isinstance(e, KeyboardInterrupt)
             self._state = {"state": "interrupted" if interrupted else "failed",

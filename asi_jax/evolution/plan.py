@@ -61,8 +61,9 @@ def _stages(config: EvolutionConfig) -> list[tuple[str, ExperimentConfig, int | 
     explore = config.budget.candidates + baselines if config.budget.candidates else None
     stages = [("explore", config.explore, explore)]
     if config.verify.promote > 0:
+        # each seed retrains every promoted candidate and baseline (ablations come on top)
         stages.append(("verify", config.experiment_of("verify"),
-                       config.verify.promote + baselines))  # fmt: skip
+                       (config.verify.promote + baselines) * config.verify.seeds))  # fmt: skip
     return stages
 
 

@@ -35,8 +35,9 @@ class ReplayReport:
 
 def decisions(db: Database) -> dict[str, Any]:
     """What a run decided: each candidate (name, parent, code, how it was proposed), each
-    evaluation's outcome and fitness, the rejections, the judgements, the promotions and the
-    researcher's model per proposal (the bandit's pulls and rewards)."""
+    evaluation's outcome and fitness (per stage and verification seed), the rejections, the
+    judgements, the promotions and the researcher's model per proposal (the bandit's pulls
+    and rewards)."""
     names = {c["id"]: c["name"] for c in db.candidates()}
     out: dict[str, Any] = {
         "candidates": [(c["name"], c["kind"], names.get(c["parent_id"]), c["code_hash"],
@@ -51,7 +52,9 @@ def decisions(db: Database) -> dict[str, Any]:
                     None if p["reward"] is None else round(p["reward"], 9))
                    for p in db.pulls()],
     }  # fmt: skip
-    for stage in ("explore", "verify"):
+    query = "SELECT DISTINCT stage FROM evaluations ORDER BY stage"
+    stages = [r["stage"] for r in db.query(query)]
+    for stage in stages:  # explore, verify and each further verification seed
         out[stage] = [(r["name"], r["status"], r["failure_stage"],
                        None if r["fitness"] is None else round(r["fitness"], 9))
                       for r in db.evaluations(stage)]  # fmt: skip

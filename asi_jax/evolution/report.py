@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from asi_jax.evolution import bandit, state
+from asi_jax.evolution import bandit, state, verification
 from asi_jax.evolution.config import EvolutionConfig
 from asi_jax.evolution.db import Database
 from asi_jax.tasks.base import Task
@@ -74,6 +74,23 @@ def beating(rows: list[dict[str, Any]], reference: str) -> list[str]:
             and r["terms"]["quantitative"] > ref["terms"]["quantitative"]]  # fmt: skip
 
 
+def _counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    failures = collections.Counter(r["failure_stage"] for r in rows if r["status"] == "failed")
+    return {"ranking": rows, "evaluated": sum(r["status"] == "evaluated" for r in rows),
+            "failed": sum(r["status"] == "failed" for r in rows),
+            "failures_by_stage": dict(failures)}  # fmt: skip
+
+
+def _ablations(db: Database, summariser: verification.Summariser,
+               rows: list[dict[str, Any]]) -> list[dict[str, Any]]:  # fmt: skip
+    """The ablation table of every ablated winner (`ablations` meta: winner -> {change:
+    the variant's name, the reference's where the change gives the reference})."""
+    by_name = {r["name"]: r for r in rows}
+    return [summariser.ablations(rows, by_name[winner], labels)
+            for winner, labels in (db.get_meta("ablations") or {}).items()
+            if winner in by_name]  # fmt: skip
+
+
 def _islands(db: Database, config: EvolutionConfig) -> list[dict[str, Any]]:
     out = []
     for island in range(config.islands.count):
@@ -105,19 +122,18 @@ def leaderboard(db: Database, config: EvolutionConfig, task: Task, workdir: Path
                         "after_proposals": m["joined_at_round"]}
                        for m in db.migrations()],
     }  # fmt: skip
-    for stage in state.STAGES:
-        rows = _rows(db, task, workdir, stage)
-        if not rows:
-            continue
-        failures = collections.Counter(r["failure_stage"] for r in rows
-                                       if r["status"] == "failed")  # fmt: skip
-        board[stage] = {
-            "ranking": rows,
-            "evaluated": sum(r["status"] == "evaluated" for r in rows),
-            "failed": sum(r["status"] == "failed" for r in rows),
-            "failures_by_stage": dict(failures),
-            f"beats_{reference}": beating(rows, reference),
-        }
+    if rows := _rows(db, task, workdir, "explore"):
+        board["explore"] = {**_counts(rows), f"beats_{reference}": beating(rows, reference)}
+    if seeds := state.seed_stages(db, "verify"):
+        summariser = verification.Summariser(config.verify, reference)
+        every = summariser.rows({s: _rows(db, task, workdir, s) for s in seeds})
+        rows = [r for r in every if r["kind"] != "ablation"]
+        board["verify"] = {
+            **_counts(rows), "seeds": len(seeds),
+            "confidence": config.verify.confidence,
+            f"beats_{reference}": summariser.beating(rows),
+            "ablations": _ablations(db, summariser, every),
+        }  # fmt: skip
     board["rejected_proposals"] = db.rejection_count()
     board["llm"] = {"cost_usd": db.cost_usd(), "calls": db.call_totals()}
     if "llm" in {config.agents_of(i) for i in range(config.islands.count)}:
@@ -146,7 +162,7 @@ def stage_total(db: Database, config: EvolutionConfig, stage: str, done_rows: in
                 finished_proposing: bool) -> int | None:  # fmt: skip
     """Evaluations the stage will have run when it ends; None when only a wall or compute
     budget bounds exploration."""
-    if stage == "verify" or finished_proposing:
+    if stage.startswith("verify") or finished_proposing:
         return done_rows
     if not config.budget.candidates:
         return None

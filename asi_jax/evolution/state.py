@@ -7,10 +7,18 @@ import dataclasses
 from collections.abc import Collection
 
 from asi_jax.agents.base import Record
-from asi_jax.evolution.config import EvolutionConfig
+from asi_jax.evolution.config import EvolutionConfig, split_stage
 from asi_jax.evolution.db import Database
 
 STAGES = ("explore", "verify")
+
+
+def seed_stages(db: Database, stage: str) -> list[str]:
+    """The evaluation stages of `stage` in the database, first seed first ("verify",
+    "verify-2", ...): what was queued, whatever the config now says."""
+    rows = db.query("SELECT DISTINCT stage FROM evaluations WHERE stage = ? OR stage LIKE ?",
+                    stage, f"{stage}-%")  # fmt: skip
+    return sorted((r["stage"] for r in rows), key=lambda s: split_stage(s)[1])
 
 
 def records(db: Database, stage: str, status: str | None = None) -> list[Record]:

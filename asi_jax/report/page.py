@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from asi_jax.evolution import analyses, state
+from asi_jax.evolution.config import split_stage
 from asi_jax.evolution.db import Database
 from asi_jax.report import source, svg
 
 REPORT = "report.html"
 _STANDARD = {"name", "kind", "generation", "island", "parent", "stage", "status", "fitness",
              "terms", "loss", "benchmark", "params", "compute_seconds", "judge",
-             "failure_stage", "failure_reason", "researcher", "idea_origins", "folder"}  # fmt: skip
+             "failure_stage", "failure_reason", "researcher", "idea_origins", "folder",
+             "seeds", "intervals", "gain", "replicates"}  # fmt: skip
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:0 16px;
@@ -86,21 +88,60 @@ def _details(row: dict[str, Any]) -> str:
     return "<br>".join(parts) or "&ndash;"
 
 
+def _interval(interval: dict[str, Any] | None, digits: int = 4) -> str:
+    """mean [low, high]; the mean alone where there is no interval (one seed)."""
+    if not interval:
+        return "&ndash;"
+    if interval["low"] is None:
+        return _num(interval["mean"], digits)
+    return (f"{_num(interval['mean'], digits)} <small>[{_num(interval['low'], digits)}, "
+            f"{_num(interval['high'], digits)}]</small>")  # fmt: skip
+
+
+def _figure(row: dict[str, Any], key: str) -> str:
+    """A figure of the ranking: with its interval over seeds in verification."""
+    if "intervals" in row:
+        return _interval(row["intervals"].get(key))
+    return _num(row[key])
+
+
+def _ablations(tables: list[dict[str, Any]], ids: dict[str, int], confidence: float) -> str:
+    out = ["<h3>Ablations of the verified winners</h3><p>Each variant sets one component of "
+           "the winner back to the reference's option and retrains on the same seeds. Drop: "
+           "the winner's gain minus the variant's, paired by seed, with its "
+           f"{confidence:.0%} bootstrap interval; the component with the largest drop carries "
+           "the gain.</p>"]  # fmt: skip
+    for t in tables:
+        rows = [[_e(v["change"]), _anchor(ids, v["variant"]), _e(v["status"]),
+                 _interval(v["gain"]), _interval(v["drop"]),
+                 "yes" if v["significant"] else "no"] for v in t["variants"]]  # fmt: skip
+        out.append(f"<p>{_anchor(ids, t['winner'])}: gain {_interval(t['gain'])}; carried by "
+                   f"<b>{_e(t['carried_by'] or 'undecided')}</b>.</p>")  # fmt: skip
+        out.append(_table(["change", "variant", "status", "gain over the reference",
+                           "drop from the winner's gain", "drop above zero"], rows))  # fmt: skip
+    return "".join(out)
+
+
 def _leaderboard(board: dict[str, Any], ids: dict[str, int]) -> str:
     ref = board["reference_baseline"]
     out = ["<h2 id=\"leaderboard\">Leaderboard</h2>",
            f"<p>Task {_e(board['task'])}; figures: loss = {_e(board['figures']['loss'])}, "
            f"benchmark = {_e(board['figures']['benchmark'])}; reference baseline "
-           f"<b>{_e(ref)}</b>. <span class=\"win\">★</span> marks a candidate whose "
-           "quantitative terms (loss + benchmark) beat the reference's.</p>"]  # fmt: skip
+           f"<b>{_e(ref)}</b>. <span class=\"win\">★</span> marks a candidate that beats the "
+           "reference: in exploration (one seed) its quantitative terms (loss + benchmark) "
+           "exceed the reference's; in verification the bootstrap interval of that gain over "
+           "the reference, paired by seed, lies above zero. Verification figures are means "
+           "over seeds with their intervals in brackets.</p>"]  # fmt: skip
     for stage in state.STAGES:
         if stage not in board:
             continue
         s = board[stage]
         beats = set(s.get(f"beats_{ref}", []))
         failures = ", ".join(f"{_e(k)}: {n}" for k, n in s["failures_by_stage"].items())
-        out.append(f"<h3>{_e(stage)}</h3><p>{s['evaluated']} evaluated, {s['failed']} failed"
-                   f"{' (' + failures + ')' if failures else ''}; {len(beats)} beat "
+        seeds = (f" over {s['seeds']} seed(s), {s['confidence']:.0%} intervals"
+                 if "seeds" in s else "")  # fmt: skip
+        out.append(f"<h3>{_e(stage)}</h3><p>{s['evaluated']} evaluated{seeds}, {s['failed']} "
+                   f"failed{' (' + failures + ')' if failures else ''}; {len(beats)} beat "
                    f"{_e(ref)}.</p>")  # fmt: skip
         rows, classes = [], []
         for i, r in enumerate(s["ranking"], 1):
@@ -111,15 +152,19 @@ def _leaderboard(board: dict[str, Any], ids: dict[str, int]) -> str:
             rows.append([
                 str(i), ('<span class="win">★</span> ' if r["name"] in beats else "")
                 + _anchor(ids, r["name"]), _e(r["kind"]), _e(r["status"]),
-                _num(r["fitness"]),
+                _figure(r, "fitness"),
+                _interval(r["gain"].get("quantitative")) if "gain" in r else
                 "<br>".join(f"{_e(k)} {_num(v)}" for k, v in terms.items()) or "&ndash;",
-                _num(r["loss"]), _num(r["benchmark"]), _details(r), _num(r["params"]),
+                _figure(r, "loss"), _figure(r, "benchmark"), _details(r), _num(r["params"]),
                 _num(r["compute_seconds"], 3), judge or "&ndash;", failure,
             ])  # fmt: skip
             classes.append(r["status"] + (" reference" if r["name"] == ref else ""))
-        out.append(_table(["#", "name", "kind", "status", "fitness", "terms", "loss",
+        out.append(_table(["#", "name", "kind", "status", "fitness",
+                           "gain over the reference" if stage == "verify" else "terms", "loss",
                            "benchmark", "details", "params", "compute s", "judge",
                            "failure"], rows, classes))  # fmt: skip
+        if s.get("ablations"):
+            out.append(_ablations(s["ablations"], ids, s["confidence"]))
     return "".join(out)
 
 
@@ -328,6 +373,11 @@ def _candidate(db: Database, c: dict[str, Any], evaluations: dict[str, dict],
     return "".join(out)
 
 
+def _stage_order(stage: str) -> tuple[int, int]:
+    base, seed = split_stage(stage)
+    return (state.STAGES.index(base) if base in state.STAGES else len(state.STAGES), seed)
+
+
 def render(db: Database, workdir: str | Path, *, refresh_seconds: float | None = None,
            now: datetime.datetime | None = None) -> str:  # fmt: skip
     """The page for the run in `workdir` whose database is `db`; with `refresh_seconds`
@@ -339,7 +389,8 @@ def render(db: Database, workdir: str | Path, *, refresh_seconds: float | None =
         by_id = {c["id"]: c for c in candidates}
         ids = {c["name"]: c["id"] for c in candidates}
         evaluations: dict[int, dict[str, dict]] = {}
-        for stage in state.STAGES:
+        stages = [r["stage"] for r in db.query("SELECT DISTINCT stage FROM evaluations")]
+        for stage in sorted(stages, key=_stage_order):  # each verification seed too
             for r in analyses.stage_rows(db, stage):
                 evaluations.setdefault(r["id"], {})[stage] = r
         winners = set(analyses.winners(db, "explore"))

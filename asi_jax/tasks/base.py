@@ -117,6 +117,11 @@ class Task(abc.ABC):
         return {k: (parent.get(k), child.get(k)) for k in sorted(set(parent) | set(child))
                 if parent.get(k) != child.get(k)}  # fmt: skip
 
+    def render_design(self, design: Mapping[str, Any], *, docstring: str = "") -> str:
+        """A design's candidate source, where the task has a grammar (verification's
+        ablations build their variants with it)."""
+        raise NotImplementedError(f"the task {self.name} has no design grammar to render")
+
     def design_key(self, design: Mapping[str, Any]) -> str:
         """Equal for designs that behave the same (a duplicate is not proposed twice)."""
         return json.dumps(design, sort_keys=True)

@@ -210,6 +210,10 @@ class LinearAttentionTask(Task):
     def design_key(self, design: Mapping[str, Any]) -> str:
         return grammar.canonical(grammar.Design.from_json(dict(design))).key()
 
+    def render_design(self, design: Mapping[str, Any], *, docstring: str = "") -> str:
+        return grammar.render(grammar.canonical(grammar.Design.from_json(dict(design))),
+                              docstring=docstring)  # fmt: skip
+
     # -- worker side -------------------------------------------------------------------------
     def baseline_symbol(self, name: str) -> type[nnx.Module]:
         from asi_jax.models.mixers import get_mixer

@@ -106,6 +106,9 @@ class OptimizerTask(Task):
         except ValueError:  # not a grammar design (an LLM's free-form one): as given
             return json.dumps(dict(design), sort_keys=True)
 
+    def render_design(self, design: Mapping[str, Any], *, docstring: str = "") -> str:
+        return grammar.render(design, docstring=docstring)
+
     # -- worker side -----------------------------------------------------------------------
     def baseline_symbol(self, name: str) -> Callable:
         if name not in _baselines.FACTORIES:
