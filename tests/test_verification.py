@@ -242,3 +242,70 @@ def test_one_seed_verifies_without_an_interval_and_so_without_a_win(tmp_path, mo
     assert board["verify"]["beats_deltanet"] == [] and board["verify"]["ablations"] == []
     assert all(r["gain"]["quantitative"]["low"] is None for r in board["verify"]["ranking"])
     assert board["explore"]["beats_deltanet"]  # exploration's single-seed rule is unchanged
+
+
+def test_a_free_form_winner_is_ablated_by_the_researchers_variants(tmp_path, monkeypatch):
+    """A winner with no design in the grammar (a model's free-form file): the researcher
+    writes single-change variants, which train on every seed like any other."""
+    stub = SeedStub()
+    _run(tmp_path, stub, monkeypatch, _config(promote=0))
+    task = get_task("linear_attention")
+    db = Database(tmp_path / DATABASE)
+    with db.transaction():
+        parent = db.candidate_by_name("deltanet")
+        code = task.render_design({**parent["design"], "conv": "k"}, docstring="Free form.")
+        cid = db.add_candidate(name="best-free-form", generation=1, kind="candidate",
+                               researcher="llm", motivation="free form", code=code,
+                               code_hash=code_hash(code), parent_id=parent["id"])  # fmt: skip
+        db.start_evaluation(cid, "explore")
+    db.close()
+    asked = []
+
+    def ablations(winner, reference, count):
+        asked.append((winner.name, reference.name, count))
+        return [
+            ("no conv on k", code.replace('"k"', '"none"')),
+            ("same again", code),
+            ("no conv on k", code),
+        ]  # a repeated change is asked once
+
+    monkeypatch.setattr(engineer, "run_worker", stub)
+    with Controller(_config(seeds=2), tmp_path, log=lambda line: None) as c:
+        c.agents(0).researcher.agent.ablations = ablations
+        board = c.run()
+    assert asked == [("best-free-form", "deltanet", 4)]
+    (table,) = board["verify"]["ablations"]
+    assert [v["change"] for v in table["variants"]] == ["no conv on k", "same again"]
+    assert all(v["status"] == "evaluated" and v["gain"]["n"] == 2 for v in table["variants"])
+
+
+def test_the_llm_researcher_writes_single_change_variants(monkeypatch):
+    from fake_servers import serve
+
+    from asi_jax.agents.base import Record
+    from asi_jax.agents.llm import LLMConfig, LLMResearcher, make_client
+
+    monkeypatch.setenv("TEST_ABLATION_KEY", "sk-test-ablation")
+    reply = {
+        "variants": [
+            {"change": "drop the output gate", "code": "class Mixer: pass\n"},
+            {"change": "no short conv", "code": "class Mixer: x = 1\n"},
+        ]
+    }
+
+    def respond(path, body):
+        return 200, {"choices": [{"message": {"role": "assistant", "content": json.dumps(reply)},
+                                  "finish_reason": "stop"}]}  # fmt: skip
+
+    record = Record(id=3, name="w", parent_id=None, motivation="m",
+                    code="class Mixer: y = 2\n", design=None, status="evaluated", loss=1.0,
+                    benchmark=0.5, fitness=2.0)  # fmt: skip
+    with serve(respond) as server:
+        llm = LLMConfig(provider="openai", model="m", base_url=server.url,
+                        api_key_env="TEST_ABLATION_KEY", reply_retries=0)  # fmt: skip
+        researcher = LLMResearcher(make_client(llm), get_task("linear_attention"))
+        variants = researcher.ablations(record, record, 1)
+    assert variants == [("drop the output gate", "class Mixer: pass\n")]  # at most `count`
+    prompt = server.requests[0][1]["messages"][1]["content"]
+    assert "Verified winner" in prompt and "exactly one component" in prompt
+    assert "class Mixer: y = 2" in prompt

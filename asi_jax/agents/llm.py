@@ -782,6 +782,21 @@ def diff_form(parent_source: str) -> ReplyForm[Proposal]:
 REVISION = ReplyForm("revision", {"code": (_CODE[0], "the complete corrected file")}, _code)
 
 
+def _variants(values: dict) -> list[tuple[str, str]]:
+    variants = _field(values, "variants", list)
+    out = [(_field(v, "change").strip().splitlines()[0][:120], _code(v))
+           for v in variants if isinstance(v, dict)]  # fmt: skip
+    if not out or not all(change for change, _ in out):
+        raise ReplyRefused("the reply names no variant with a change and its code")
+    return out
+
+
+ABLATIONS = ReplyForm("ablations", {"variants": ({"type": "array", "items": _object({
+    "change": {"type": "string"}, "code": {"type": "string"}})},
+    '[{"change": "the one component removed or replaced, in a few words", "code": "the '
+    'complete candidate file of that variant"}]')}, _variants)  # fmt: skip
+
+
 def _analysis(values: dict) -> Analysis:
     lesson = values.get("lesson")
     return Analysis(_field(values, "report"), _field(values, "problem_summary"),
@@ -916,6 +931,22 @@ class LLMResearcher:
             form = diff_form(self.task.candidate_source(context.parent))
         return self.client.ask("researcher", researcher_system(self.task),
                                research_prompt(context, self.task), form)  # fmt: skip
+
+    def ablations(self, winner: Record, reference: Record, count: int
+                  ) -> list[tuple[str, str]]:  # fmt: skip
+        """Up to `count` single-change variants of a verified winner written as free-form
+        code, each undoing one of its components: (what changed, the variant's file)."""
+        prompt = "\n\n".join([
+            _candidate("Verified winner", winner, self.task),
+            _candidate("Reference", reference, self.task),
+            f"## Task\nThe winner beat the reference on every verification seed. To find "
+            f"which of its components carries the gain, write up to {count} ablation "
+            "variants of the winner's file. Each changes exactly one component: it removes "
+            "it, or replaces it with the reference's way of doing the same thing, and keeps "
+            "everything else as it is. Name the change of each in a few words.",
+        ])  # fmt: skip
+        return self.client.ask("researcher", researcher_system(self.task), prompt,
+                               ABLATIONS)[:count]  # fmt: skip
 
     def revise(self, source: str, error: str) -> str | None:
         prompt = (f"This candidate failed.\n\n```python\n{source}\n```\n\nError:\n{error}\n\n"

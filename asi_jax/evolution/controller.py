@@ -814,6 +814,25 @@ class Controller:
                         self.db.start_evaluation(c["id"], stage)
             self.db.set_meta("verify_promoted", chosen)
 
+    def _free_form_variants(self, winner: dict, reference: dict
+                            ) -> list[tuple[str, None, str]]:  # fmt: skip
+        researcher = self.agents(winner["island"]).researcher.agent
+        if not hasattr(researcher, "ablations"):
+            return []
+        records = {r.id: self._with_analysis(r) for r in self.records("verify")}
+        try:
+            variants = researcher.ablations(records[winner["id"]], records[reference["id"]],
+                                            self.config.verify.max_ablations or 4)  # fmt: skip
+        except LLMError as e:
+            self.log(f"[verify] no ablations of {winner['name']}: {researcher.name} "
+                     f"failed ({e})")  # fmt: skip
+            return []
+        finally:
+            self._drain_calls()
+        seen: set[str] = set()
+        unique = [(c, code) for c, code in variants if not (c in seen or seen.add(c))]
+        return [(change, None, code) for change, code in unique]
+
     def ablate(self) -> bool:
         """Adds the ablation variants of every verified winner not yet ablated, queued on
         every verification seed; True when it added any. A winner with a design in the
@@ -837,8 +856,7 @@ class Controller:
                     cid = self.db.add_candidate(
                         name=table[label], generation=winner["generation"], kind="ablation",
                         researcher="ablation", parent_id=winner["id"], design=design,
-                        motivation=f"Ablation of {name}: {label} (the reference's option), "
-                                   "everything else kept.",
+                        motivation=f"Ablation of {name}: {label}; everything else kept.",
                         code=code, code_hash=code_hash(code),
                     )  # fmt: skip
                     for stage in self.config.stages_of("verify"):
@@ -851,14 +869,15 @@ class Controller:
                      f"zero); ablations: {listed}")  # fmt: skip
         return added
 
-    def _ablation_variants(self, winner: dict) -> list[tuple[str, dict, str | None]]:
+    def _ablation_variants(self, winner: dict) -> list[tuple[str, dict | None, str | None]]:
         """(change, design, source) per component of `winner` that differs from the
         reference's design, set back to the reference's option; the source is None where
-        that gives the reference's own design. None where either has no design in the task's
-        grammar."""
+        that gives the reference's own design. Where either has no design in the task's
+        grammar, the researcher's single-change variants of the winner's code (none from a
+        researcher that writes none, or whose model fails)."""
         reference = self.db.candidate_by_name(self.config.reference_baseline)
         if not winner["design"] or not reference["design"]:
-            return []
+            return self._free_form_variants(winner, reference)
         changes = self.task.design_changes(winner["design"], reference["design"])
         limit = self.config.verify.max_ablations or len(changes)
         variants = []
