@@ -203,6 +203,7 @@ def test_verification_runs_every_seed_and_ablates_the_winner(tmp_path, monkeypat
     # ablation table and each seed's run on the candidate's page
     assert analyses.winners(db, "verify") == ["best-three-changes"]
     html = page.render(db, tmp_path)
+    assert html.split("Written")[0] == (tmp_path / "report.html").read_text().split("Written")[0]
     assert "Ablations of the verified winners" in html and "head_mix: True -&gt; False" in html
     assert html.count("<small>[") >= 3 * 4 and "<h4>verify-3: evaluated</h4>" in html
     # counted once each: one evaluation row per candidate and seed stage

@@ -57,10 +57,11 @@ from asi_jax.cognition.index import IndexConfig
 from asi_jax.cognition.store import CognitionStore
 from asi_jax.evolution import bandit, fitness, islands, report, state
 from asi_jax.evolution.config import EvolutionConfig, split_stage
-from asi_jax.evolution.db import Database
+from asi_jax.evolution.db import DATABASE, Database
 from asi_jax.evolution.novelty import NoveltyIndex
 from asi_jax.evolution.sampling import sample
 from asi_jax.provenance import environment_record
+from asi_jax.report import page
 from asi_jax.tasks import get_task
 from asi_jax.tasks.base import Task
 from asi_jax.train.config import ExperimentConfig, to_dict
@@ -68,7 +69,6 @@ from asi_jax.workdir import hold, is_remote
 
 STAGES = state.STAGES
 LEADERBOARD = report.LEADERBOARD
-DATABASE = "evolution.sqlite"
 # Fields of the config a resumed run may change (recorded in the database when it does).
 # What a resumed run may change. Verification's promotions are made once: a changed
 # `verify.promote` counts only before verification began; more `verify.seeds` add seeds.
@@ -914,10 +914,12 @@ class Controller:
                            "reason": "interrupted" if interrupted else str(e) or repr(e),
                            "at": _now()}  # fmt: skip
             self.write_leaderboard()
+            self.write_report()
             raise
         self._state = {"state": "finished", "reason": self.budget_left(), "at": _now()}
         board = self.write_leaderboard()
         self.log(f"leaderboard: {self.workdir / LEADERBOARD}")
+        self.log(f"report: {self.write_report()}")
         return board
 
     # -- reporting --------------------------------------------------------------------------
@@ -928,6 +930,17 @@ class Controller:
                                    wall_seconds=self.elapsed())  # fmt: skip
         report.write(board, self.workdir)
         return board
+
+    def write_report(self) -> Path | None:
+        """Writes the run's HTML report (`scripts/report.py`'s page) into the workdir; a
+        report that cannot be written is logged, never the run's failure."""
+        path = self.workdir / page.REPORT
+        try:
+            page.write(page.render(self.db, self.workdir), path)
+        except Exception as e:  # the run's results are in the database either way
+            self.log(f"the report could not be written: {type(e).__name__}: {e}")
+            return None
+        return path
 
     def progress(self, stage: str, candidate_id: int) -> str:
         return report.progress(self.db, self.config, self.task, stage, candidate_id,

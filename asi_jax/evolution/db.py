@@ -185,6 +185,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+DATABASE = "evolution.sqlite"  # the file's name in a run's workdir
 _JSON_COLUMNS = ("reference_ids", "design", "idea_origins", "metrics", "check_report", "terms")
 
 

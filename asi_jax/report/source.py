@@ -19,8 +19,7 @@ from typing import Any
 from asi_jax.evolution import db as db_module
 from asi_jax.evolution import report
 from asi_jax.evolution.config import from_config_dict
-from asi_jax.evolution.controller import DATABASE
-from asi_jax.evolution.db import Database, SchemaError
+from asi_jax.evolution.db import DATABASE, Database, SchemaError
 from asi_jax.tasks import get_task
 
 
