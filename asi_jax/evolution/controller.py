@@ -55,7 +55,7 @@ from asi_jax.cognition.embedders import make_embedder
 from asi_jax.cognition.entries import ingest_asi_arch, load_jsonl, unique
 from asi_jax.cognition.index import IndexConfig
 from asi_jax.cognition.store import CognitionStore
-from asi_jax.evolution import bandit, fitness, islands, report, state
+from asi_jax.evolution import bandit, fitness, islands, report, state, steering
 from asi_jax.evolution.config import EvolutionConfig
 from asi_jax.evolution.db import Database
 from asi_jax.evolution.novelty import NoveltyIndex
@@ -70,7 +70,7 @@ STAGES = state.STAGES
 LEADERBOARD = report.LEADERBOARD
 DATABASE = "evolution.sqlite"
 # Fields of the config a resumed run may change (recorded in the database when it does).
-RESUMABLE_CHANGES = ("budget", "limits", "allow_llm_code_without_os_sandbox")
+RESUMABLE_CHANGES = ("budget", "limits", "steering", "allow_llm_code_without_os_sandbox")
 _CANCEL_GRACE_SECONDS = 10.0  # how long a stopping run waits for cancelled evaluations
 _HEARTBEAT_SECONDS = 60.0  # a progress line at least this often while evaluations run
 
@@ -214,6 +214,9 @@ class Controller:
         self._fingerprints: dict[str, str] = {}  # code hash -> normalised-AST fingerprint
         self._researcher_usd = 0.0  # dollars of researcher calls since the last proposal
         self._cancel = threading.Event()  # set when the run stops: kills sandboxes in flight
+        self.steering = steering.Steering(self.db, self.workdir, config.steering,
+                                          steering.options_of(self.task), self.log)  # fmt: skip
+        self._held = ""  # what the loop last said it waits for (logged once)
         self._state: dict[str, Any] | None = None  # running / finished / failed / interrupted
 
     def close(self) -> None:
@@ -381,7 +384,8 @@ class Controller:
     def _begin_proposal(self) -> _Attempt | None:
         """What the researcher's next call needs, read from the database (controller thread);
         None when no proposal may be made now."""
-        if self.budget_left() is not None or time.monotonic() < self._paused_until:
+        if (self.budget_left() is not None or time.monotonic() < self._paused_until
+                or self.steering.paused()):  # fmt: skip
             return None
         if not any(r.name == self.config.reference_baseline for r in self.ranked("explore")):
             return None
@@ -422,6 +426,7 @@ class Controller:
                                     for c in self.db.candidates() if c["design"]),
             seed=seed, mode=mode,
             second_parent=second and self._with_analysis(second),
+            notes=self.steering.notes(), rules=self.steering.rules(),
         )  # fmt: skip
         return _Attempt(island, researcher, context, proposed + 1, time.monotonic(), tries, arm)
 
@@ -462,7 +467,12 @@ class Controller:
             candidates = self.db.candidates()
             known = {self.task.design_key(c["design"]) for c in candidates if c["design"]}
             twin = self._structural_twin(proposal.code, candidates)
-            if digest in {c["code_hash"] for c in candidates} or design in known:
+            steered = self.steering.violation(
+                name, proposal.design or self.task.design_of(proposal.code), proposal.code
+            )
+            if steered is not None:
+                reason = steered
+            elif digest in {c["code_hash"] for c in candidates} or design in known:
                 reason = "duplicate of an earlier design"
             elif twin is not None:
                 reason = (f"structural duplicate of {twin} (the same program up to comments, "
@@ -474,6 +484,8 @@ class Controller:
             with self.db.transaction():
                 self.db.add_rejection(round_number, name, reason, motivation)
                 self._pull(attempt, None, "rejected", usd)
+                self.steering.saw(attempt.context.notes, attempt.proposal + 1, name,
+                                  f"rejected: {reason}")  # fmt: skip
             self.log(f"[explore] rejected {name}: {reason}")
             self._rejections_in_row += 1
             if self._rejections_in_row >= self.config.max_proposal_tries:
@@ -501,6 +513,7 @@ class Controller:
             self.db.add_member(attempt.island, cid, round_number, "proposed")
             self.db.start_evaluation(cid, "explore")
             self._pull(attempt, cid, "pending", usd)
+            self.steering.saw(context.notes, attempt.proposal + 1, name, "proposed")
         self.db.add_timing(cid, "propose", time.monotonic() - attempt.started)
         self.novelty.add(proposal.motivation)
         return self.db.candidate(cid)
@@ -671,7 +684,10 @@ class Controller:
 
     def _next(self, stage: str, queue: collections.deque, running: dict) -> dict | None:
         """The next queued evaluation to start: while the reference baseline of the stage has
-        not finished, only the reference (it runs alone, see the module docstring)."""
+        not finished, only the reference (it runs alone, see the module docstring); nothing
+        while the run is paused; in verification, a candidate awaiting approval waits."""
+        if self.steering.paused():
+            return None
         if self._reference_pending(stage):
             reference = next((c for c in queue if state.is_reference(self.config, c)), None)
             if running or reference is None:
@@ -680,7 +696,34 @@ class Controller:
             self.log(f"[{stage}] the reference baseline {reference['name']} runs first and "
                      "alone: its time sets the stage's limits")  # fmt: skip
             return reference
-        return queue.popleft() if queue else None
+        ready = next((c for c in queue if not self._awaits_approval(stage, c)), None)
+        if ready is not None:
+            queue.remove(ready)
+        return ready
+
+    def _awaits_approval(self, stage: str, candidate: dict) -> bool:
+        return (stage == "verify" and self.config.steering.require_approval
+                and candidate["kind"] == "candidate"
+                and self.steering.verdict(candidate["name"]) != "approve")  # fmt: skip
+
+    def _steer(self, stage: str, queue: collections.deque, running: dict, proposing: bool
+               ) -> str | None:  # fmt: skip
+        """Applies the steering inbox (a vetoed verification leaves the queue); returns what
+        the stage waits for, if steering holds back work it has (logged once)."""
+        self.steering.ingest(running=[c["id"] for c, _, _ in running.values()])
+        for c in [c for c in queue if self.db.status(c["id"], stage) != "pending"]:
+            queue.remove(c)  # its pending evaluation was dropped by a veto
+        held = None
+        work = queue or (proposing and self.budget_left() is None)
+        if (who := self.steering.paused()) and work:
+            held = f"paused by {who} (scripts/steer.py --workdir={self.workdir} resume)"
+        elif waiting := [c["name"] for c in queue if self._awaits_approval(stage, c)]:
+            held = (f"waiting for approval of {waiting} (scripts/steer.py "
+                    f"--workdir={self.workdir} approve NAME, or veto NAME)")  # fmt: skip
+        if held and held != self._held:
+            self.log(f"[{stage}] {held}")
+        self._held = held or ""
+        return held
 
     def run_stage(self, stage: str, *, proposing: bool) -> None:
         """Runs the stage's queue, and (exploring) proposals whenever a worker is free. The
@@ -695,8 +738,10 @@ class Controller:
         running: dict[cf.Future, tuple[dict, int, float]] = {}
         proposal: tuple[cf.Future, _Attempt] | None = None
         free_slots = list(range(self.config.workers))
+        heartbeat = time.monotonic()
         try:
             while True:
+                held = self._steer(stage, queue, running, proposing)
                 while free_slots:
                     candidate = self._next(stage, queue, running)
                     if candidate is None:
@@ -716,15 +761,16 @@ class Controller:
                 waiting = [*running, *([proposal[0]] if proposal else [])]
                 pause = self._paused_until - time.monotonic()
                 paused = proposing and pause > 0 and self.budget_left() is None
+                timeout = min([_HEARTBEAT_SECONDS, *([pause] if paused else []),
+                               *([self.config.steering.poll_seconds] if held else [])])  # fmt: skip
                 if not waiting:
-                    if not paused:
+                    if not (paused or held):
                         break
-                    time.sleep(pause)
+                    time.sleep(timeout)
                     continue
-                done, _ = cf.wait(waiting, timeout=min(_HEARTBEAT_SECONDS, pause)
-                                  if paused else _HEARTBEAT_SECONDS,
-                                  return_when=cf.FIRST_COMPLETED)  # fmt: skip
-                if not done and running:
+                done, _ = cf.wait(waiting, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+                if not done and running and time.monotonic() - heartbeat >= _HEARTBEAT_SECONDS:
+                    heartbeat = time.monotonic()
                     self.log(report.heartbeat(
                         stage, {c["name"]: t for c, _, t in running.values()},
                         self.elapsed(), time.monotonic()))  # fmt: skip
@@ -764,7 +810,8 @@ class Controller:
         verification (once: a resumed run keeps the first choice)."""
         if self.db.get_meta("verify_promoted"):
             return
-        top = [r for r in self.ranked("explore") if self.db.candidate(r.id)["kind"] == "candidate"]
+        top = [r for r in self.ranked("explore") if self.db.candidate(r.id)["kind"] == "candidate"
+               and self.steering.verdict(r.name) != "veto"]  # fmt: skip
         chosen = top[: self.config.verify.promote]
         baselines = [c for c in self.db.candidates() if c["kind"] == "baseline"]
         with self.db.transaction():
@@ -778,6 +825,7 @@ class Controller:
         interruption the leaderboard records it, and the exception propagates."""
         self._state = {"state": "running", "reason": None, "at": _now()}
         try:
+            self.steering.ingest()  # what was given while no run was going
             self.seed_baselines()
             self.catch_up()
             self.write_leaderboard()
