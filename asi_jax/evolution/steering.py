@@ -114,6 +114,13 @@ def submit(workdir: str | Path, command: str, arguments: Mapping[str, Any], auth
 
 def read(path: Path, options: Mapping[str, Sequence[Any]] | None = None) -> dict[str, Any]:
     """A command file's payload, checked; ValueError says what is wrong."""
+    payload = envelope(path)
+    return {**payload, "arguments": validate(payload["command"], payload["arguments"], options)}
+
+
+def envelope(path: Path) -> dict[str, Any]:
+    """A command file's id, author, time, command and arguments, their types checked (not
+    yet the arguments); ValueError says what is wrong."""
     try:
         payload = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -129,8 +136,8 @@ def read(path: Path, options: Mapping[str, Sequence[Any]] | None = None) -> dict
         raise ValueError("created_at must be a time in seconds since the epoch")
     if not isinstance(payload.get("arguments", {}), dict):
         raise ValueError("arguments must be an object")
-    arguments = validate(str(payload.get("command")), payload.get("arguments", {}), options)
-    return {**payload, "arguments": arguments}
+    return {**payload, "command": str(payload.get("command")),
+            "arguments": payload.get("arguments", {})}  # fmt: skip
 
 
 def queued(workdir: str | Path) -> list[tuple[Path, dict[str, Any] | str]]:
@@ -259,7 +266,7 @@ class Steering:
         inbox = self.workdir / INBOX
         for path in sorted(inbox.glob("*.json")) if inbox.is_dir() else []:
             try:
-                payload = read(path, self.options)
+                payload = envelope(path)
             except ValueError as e:
                 self._reject(path, None, str(e))
                 continue
@@ -267,6 +274,8 @@ class Steering:
                 self._move(path, DONE)
                 continue
             try:
+                payload["arguments"] = validate(payload["command"], payload["arguments"],
+                                                self.options)  # fmt: skip
                 status, effect = self._apply(payload, running)
             except ValueError as e:
                 self._reject(path, payload, str(e))
