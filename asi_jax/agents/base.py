@@ -44,6 +44,43 @@ MODES = ("full", "diff", "crossover")
 
 
 @dataclasses.dataclass(frozen=True)
+class Note:
+    """A human's idea that proposals must consider (scripts/steer.py idea), with its author."""
+
+    id: str
+    author: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A human's ban or requirement (scripts/steer.py ban/require): of a design component's
+    option (`component`=`value`, the option as text) or of a code pattern (a regex searched
+    in the candidate's file). Proposals that break it are rejected before any compute."""
+
+    id: str
+    author: str
+    kind: str  # ban | require
+    component: str | None = None
+    value: str | None = None
+    pattern: str | None = None
+
+    def describe(self) -> str:
+        what = (f"code matching /{self.pattern}/" if self.pattern is not None
+                else f"{self.component}={self.value}")  # fmt: skip
+        return f"{'banned' if self.kind == 'ban' else 'required'}: {what}"
+
+    def names(self, component: str, value: Any) -> bool:
+        """Whether the rule is about this design option."""
+        return self.component == component and self.value == option_text(value)
+
+
+def option_text(value: Any) -> str:
+    """A design option as steering commands write it (True, 4, silu)."""
+    return str(value)
+
+
+@dataclasses.dataclass(frozen=True)
 class ResearchContext:
     parent: Record
     references: Sequence[Record]
@@ -59,6 +96,10 @@ class ResearchContext:
     # without an edit mode (the offline ones) write whole files whatever it says.
     mode: str = "full"
     second_parent: Record | None = None
+    # The human's steering (scripts/steer.py): ideas to consider, at high priority, and the
+    # bans and requirements a proposal must respect.
+    notes: Sequence[Note] = ()
+    rules: Sequence[Rule] = ()
 
     def __post_init__(self):
         if self.mode not in MODES:

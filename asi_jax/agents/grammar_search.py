@@ -7,8 +7,10 @@ keywords support which option, why each option, what the benchmark is called), a
 - `GrammarResearcher`: weighs every admissible single-component change of the parent's
   design with (a) the retrieved cognition entries whose text names the option (their
   similarity) and (b) `context.component_effects` (mean fitness change of children that
-  switched to the option); sometimes recombines the parent with a reference instead; skips
-  `context.known_designs`; says where each idea came from (cognition, analysis, original).
+  switched to the option) and (c) the human's steering: notes whose text names the option
+  and requirements of it weigh heavily, banned options are never drawn; sometimes
+  recombines the parent with a reference instead; skips `context.known_designs`; says where
+  each idea came from (steering, cognition, analysis, original).
 - `novelty_judgement`: the offline judge's score from motivation similarity and design
   distance.
 - `GrammarAnalyser` (failures), `compare_with_parent`, `siblings_line`: the analyser's
@@ -81,6 +83,7 @@ class SearchConfig:
     recombine_probability: float = 0.25
     cognition_weight: float = 3.0  # log-odds per unit of retrieval similarity
     analysis_weight: float = 10.0  # log-odds per unit of mean fitness change
+    steering_weight: float = 5.0  # log-odds per human note naming the option (or requiring it)
     two_changes_probability: float = 0.2
     max_draws: int = 50  # attempts at a design not proposed before
 
@@ -100,12 +103,13 @@ def entry_text(retrieved: Retrieved) -> str:
 
 
 def origin(field: str, value: Any, evidence: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """An idea's origin: cognition when an entry supported it, else analysis, else an
-    exploratory draw."""
+    """An idea's origin: steering when a human's note or requirement named it, else
+    cognition when an entry supported it, else analysis, else an exploratory draw."""
     idea = f"{field}={value}"
     if not evidence:
         return {"idea": idea, "origin": "original", "evidence": "exploratory draw"}
-    kind = "cognition" if any(k == "cognition" for k, _ in evidence) else "analysis"
+    kinds = {k for k, _ in evidence}
+    kind = next(k for k in ("steering", "cognition", "analysis") if k in kinds)
     return {"idea": idea, "origin": kind, "evidence": "; ".join(t for _, t in evidence)}
 
 
@@ -119,14 +123,28 @@ class GrammarResearcher:
         self.grammar, self.wording, self.config, self.fallback = grammar, wording, config, fallback
 
     def _weigh(self, parent: Design, context: ResearchContext) -> list:
-        """Every admissible single change with its log-odds and the evidence for it."""
+        """Every admissible single change with its log-odds and the evidence for it; only
+        changes of the components where the parent breaks a human's ban or requirement, when
+        it does and such changes exist (any other child would be rejected)."""
+        broken = {r.component for r in context.rules if r.component in parent
+                  and r.names(r.component, parent[r.component]) == (r.kind == "ban")}  # fmt: skip
         changes = []
         for field, options in self.grammar.options.items():
             for value in options:
                 child = self.grammar.canonical({**parent, field: value})
                 if field not in self.grammar.differences(parent, child):
                     continue  # no change, or one the canonical form undoes
+                rules = [r for r in context.rules if r.names(field, value)]
+                if any(r.kind == "ban" for r in rules):
+                    continue  # the controller would reject it
                 logit, evidence = 0.0, []
+                for note in context.notes:
+                    if supports(note.text, (field, value), self.wording.keywords):
+                        logit += self.config.steering_weight
+                        evidence.append(("steering", f"idea #{note.id} of {note.author}"))
+                for r in rules:
+                    logit += self.config.steering_weight
+                    evidence.append(("steering", f"required by #{r.id} of {r.author}"))
                 for r in context.cognition:
                     if supports(entry_text(r), (field, value), self.wording.keywords):
                         logit += self.config.cognition_weight * max(r.score, 0.0)
@@ -140,7 +158,7 @@ class GrammarResearcher:
                                                  f"changed fitness by {mean:+.3f} on average "
                                                  f"(n={count})"))  # fmt: skip
                 changes.append(((field, value), logit, evidence))
-        return changes
+        return [c for c in changes if c[0][0] in broken] or changes
 
     def _mutate(self, parent: Design, context: ResearchContext, rng: np.random.Generator):
         changes = self._weigh(parent, context)

@@ -894,12 +894,21 @@ _TASKS = {
 def research_prompt(context: ResearchContext, task: Task) -> str:
     """The researcher's prompt: the parent (and, for a crossover, the other parent) and the
     references with their files, results and analyses; the lessons and retrieved research;
-    what to write for `context.mode`."""
+    what to write for `context.mode`. The human's steering comes first: their ideas must be
+    considered, and a proposal that breaks a ban or requirement is rejected unread."""
+    parts = []
+    if context.notes or context.rules:
+        parts.append("# Steering from the run's human operator (high priority)\n"
+                     + "".join(f"- Idea from {n.author} (#{n.id}), consider it in this "
+                               f"proposal: {n.text}\n" for n in context.notes)
+                     + "".join(f"- {r.describe().capitalize()} (#{r.id}, by {r.author}); a "
+                               "proposal that breaks this is rejected\n"
+                               for r in context.rules))  # fmt: skip
     if context.mode == "crossover":
-        parts = [_candidate("First parent", context.parent, task),
-                 _candidate("Second parent", context.second_parent, task)]  # fmt: skip
+        parts += [_candidate("First parent", context.parent, task),
+                  _candidate("Second parent", context.second_parent, task)]  # fmt: skip
     else:
-        parts = [_candidate("Parent", context.parent, task)]
+        parts.append(_candidate("Parent", context.parent, task))
     parts.append(f"## The parent's remaining weakness\n{context.problem_summary}")
     if context.references:
         parts.append("# References\n\n" + "\n\n".join(

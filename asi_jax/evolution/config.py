@@ -144,6 +144,23 @@ class VerifyConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SteeringConfig:
+    """How the human's commands (scripts/steer.py) act on the run. A resumed run may change
+    these."""
+
+    # Verification waits until each promoted candidate is approved or vetoed (steer.py
+    # approve/veto NAME); off, a veto still keeps a candidate out of verification.
+    require_approval: bool = False
+    idea_proposals: int = 5  # an idea stays until this many candidates had it; 0: until withdrawn
+    poll_seconds: float = 2.0  # how often a paused or waiting run reads the inbox
+
+    def __post_init__(self):
+        if self.idea_proposals < 0 or self.poll_seconds <= 0:
+            raise ValueError(f"steering.idea_proposals must be >= 0 and poll_seconds > 0, got "
+                             f"{self.idea_proposals} and {self.poll_seconds}")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
 class EvolutionConfig:
     task: str = "linear_attention"  # what is evolved: a registered task (asi_jax.tasks)
     seed: int = 0
@@ -167,6 +184,7 @@ class EvolutionConfig:
     edit_modes: tuple[tuple[str, float], ...] = (("full", 0.4), ("diff", 0.4),
                                                  ("crossover", 0.2))  # fmt: skip
     islands: IslandConfig = IslandConfig()
+    steering: SteeringConfig = SteeringConfig()
     check: Any = None  # the task's check settings (a mapping or its check_config); None: defaults
     limits: StageLimits = StageLimits()
     max_attempts: int = 2  # sources tried per candidate: the first, then each revision

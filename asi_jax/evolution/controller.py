@@ -55,7 +55,7 @@ from asi_jax.cognition.embedders import make_embedder
 from asi_jax.cognition.entries import ingest_asi_arch, load_jsonl, unique
 from asi_jax.cognition.index import IndexConfig
 from asi_jax.cognition.store import CognitionStore
-from asi_jax.evolution import bandit, fitness, islands, report, state
+from asi_jax.evolution import bandit, fitness, islands, report, state, steering
 from asi_jax.evolution.config import EvolutionConfig, split_stage
 from asi_jax.evolution.db import DATABASE, Database
 from asi_jax.evolution.novelty import NoveltyIndex
@@ -70,12 +70,12 @@ from asi_jax.workdir import hold, is_remote
 STAGES = state.STAGES
 LEADERBOARD = report.LEADERBOARD
 # Fields of the config a resumed run may change (recorded in the database when it does).
-# What a resumed run may change. Verification's promotions are made once: a changed
-# `verify.promote` counts only before verification began; more `verify.seeds` add seeds.
+# Verification's promotions are made once: a changed `verify.promote` counts only before
+# verification began; more `verify.seeds` add seeds to everything verified.
 RESUMABLE_CHANGES = (
-    "budget", "limits", "allow_llm_code_without_os_sandbox", "verify.promote", "verify.limits",
-    "verify.seeds", "verify.confidence", "verify.bootstrap_resamples", "verify.ablate",
-    "verify.max_ablations",
+    "budget", "limits", "steering", "allow_llm_code_without_os_sandbox", "verify.promote",
+    "verify.limits", "verify.seeds", "verify.confidence", "verify.bootstrap_resamples",
+    "verify.ablate", "verify.max_ablations",
 )  # fmt: skip
 _CANCEL_GRACE_SECONDS = 10.0  # how long a stopping run waits for cancelled evaluations
 _HEARTBEAT_SECONDS = 60.0  # a progress line at least this often while evaluations run
@@ -236,6 +236,9 @@ class Controller:
         self._fingerprints: dict[str, str] = {}  # code hash -> normalised-AST fingerprint
         self._researcher_usd = 0.0  # dollars of researcher calls since the last proposal
         self._cancel = threading.Event()  # set when the run stops: kills sandboxes in flight
+        self.steering = steering.Steering(self.db, self.workdir, config.steering,
+                                          steering.options_of(self.task), self.log)  # fmt: skip
+        self._held = ""  # what the loop last said it waits for (logged once)
         self._state: dict[str, Any] | None = None  # running / finished / failed / interrupted
 
     def close(self) -> None:
@@ -404,7 +407,8 @@ class Controller:
     def _begin_proposal(self) -> _Attempt | None:
         """What the researcher's next call needs, read from the database (controller thread);
         None when no proposal may be made now."""
-        if self.budget_left() is not None or time.monotonic() < self._paused_until:
+        if (self.budget_left() is not None or time.monotonic() < self._paused_until
+                or self.steering.paused()):  # fmt: skip
             return None
         if not any(r.name == self.config.reference_baseline for r in self.ranked("explore")):
             return None
@@ -445,6 +449,7 @@ class Controller:
                                     for c in self.db.candidates() if c["design"]),
             seed=seed, mode=mode,
             second_parent=second and self._with_analysis(second),
+            notes=self.steering.notes(), rules=self.steering.rules(),
         )  # fmt: skip
         return _Attempt(island, researcher, context, proposed + 1, time.monotonic(), tries, arm)
 
@@ -485,7 +490,12 @@ class Controller:
             candidates = self.db.candidates()
             known = {self.task.design_key(c["design"]) for c in candidates if c["design"]}
             twin = self._structural_twin(proposal.code, candidates)
-            if digest in {c["code_hash"] for c in candidates} or design in known:
+            steered = self.steering.violation(
+                name, proposal.design or self.task.design_of(proposal.code), proposal.code
+            )
+            if steered is not None:
+                reason = steered
+            elif digest in {c["code_hash"] for c in candidates} or design in known:
                 reason = "duplicate of an earlier design"
             elif twin is not None:
                 reason = (f"structural duplicate of {twin} (the same program up to comments, "
@@ -497,6 +507,8 @@ class Controller:
             with self.db.transaction():
                 self.db.add_rejection(round_number, name, reason, motivation)
                 self._pull(attempt, None, "rejected", usd)
+                self.steering.saw(attempt.context.notes, attempt.proposal + 1, name,
+                                  f"rejected: {reason}")  # fmt: skip
             self.log(f"[explore] rejected {name}: {reason}")
             self._rejections_in_row += 1
             if self._rejections_in_row >= self.config.max_proposal_tries:
@@ -524,6 +536,7 @@ class Controller:
             self.db.add_member(attempt.island, cid, round_number, "proposed")
             self.db.start_evaluation(cid, "explore")
             self._pull(attempt, cid, "pending", usd)
+            self.steering.saw(context.notes, attempt.proposal + 1, name, "proposed")
         self.db.add_timing(cid, "propose", time.monotonic() - attempt.started)
         self.novelty.add(proposal.motivation)
         return self.db.candidate(cid)
@@ -702,7 +715,10 @@ class Controller:
     def _next(self, stage: str, queue: collections.deque, running: dict
               ) -> tuple[dict, str] | None:  # fmt: skip
         """The next queued evaluation to start: while the reference baseline of the stage has
-        not finished, only the reference (it runs alone, see the module docstring)."""
+        not finished, only the reference (it runs alone, see the module docstring); nothing
+        while the run is paused; in verification, a candidate awaiting approval waits."""
+        if self.steering.paused():
+            return None
         if self._reference_pending(stage):
             reference = next((item for item in queue if item[1] == stage
                               and state.is_reference(self.config, item[0])), None)  # fmt: skip
@@ -712,7 +728,35 @@ class Controller:
             self.log(f"[{stage}] the reference baseline {reference[0]['name']} runs first and "
                      "alone: its time sets the stage's limits")  # fmt: skip
             return reference
-        return queue.popleft() if queue else None
+        ready = next((item for item in queue if not self._awaits_approval(stage, item[0])), None)
+        if ready is not None:
+            queue.remove(ready)
+        return ready
+
+    def _awaits_approval(self, stage: str, candidate: dict) -> bool:
+        return (stage == "verify" and self.config.steering.require_approval
+                and candidate["kind"] == "candidate"
+                and self.steering.verdict(candidate["name"]) != "approve")  # fmt: skip
+
+    def _steer(self, stage: str, queue: collections.deque, running: dict, proposing: bool
+               ) -> str | None:  # fmt: skip
+        """Applies the steering inbox (a vetoed verification leaves the queue); returns what
+        the stage waits for, if steering holds back work it has (logged once)."""
+        self.steering.ingest(running=[c["id"] for c, *_ in running.values()])
+        for item in [(c, s) for c, s in queue if self.db.status(c["id"], s) != "pending"]:
+            queue.remove(item)  # its pending evaluation was dropped by a veto
+        held = None
+        work = queue or (proposing and self.budget_left() is None)
+        if (who := self.steering.paused()) and work:
+            held = f"paused by {who} (scripts/steer.py --workdir={self.workdir} resume)"
+        elif waiting := list(dict.fromkeys(c["name"] for c, _ in queue
+                                           if self._awaits_approval(stage, c))):  # fmt: skip
+            held = (f"waiting for approval of {waiting} (scripts/steer.py "
+                    f"--workdir={self.workdir} approve NAME, or veto NAME)")  # fmt: skip
+        if held and held != self._held:
+            self.log(f"[{stage}] {held}")
+        self._held = held or ""
+        return held
 
     def run_stage(self, stage: str, *, proposing: bool) -> None:
         """Runs the stage's queue, and (exploring) proposals whenever a worker is free. The
@@ -728,8 +772,10 @@ class Controller:
         running: dict[cf.Future, tuple[dict, str, int, float]] = {}
         proposal: tuple[cf.Future, _Attempt] | None = None
         free_slots = list(range(self.config.workers))
+        heartbeat = time.monotonic()
         try:
             while True:
+                held = self._steer(stage, queue, running, proposing)
                 while free_slots:
                     if (item := self._next(stage, queue, running)) is None:
                         break
@@ -750,15 +796,16 @@ class Controller:
                 waiting = [*running, *([proposal[0]] if proposal else [])]
                 pause = self._paused_until - time.monotonic()
                 paused = proposing and pause > 0 and self.budget_left() is None
+                timeout = min([_HEARTBEAT_SECONDS, *([pause] if paused else []),
+                               *([self.config.steering.poll_seconds] if held else [])])  # fmt: skip
                 if not waiting:
-                    if not paused:
+                    if not (paused or held):
                         break
-                    time.sleep(pause)
+                    time.sleep(timeout)
                     continue
-                done, _ = cf.wait(waiting, timeout=min(_HEARTBEAT_SECONDS, pause)
-                                  if paused else _HEARTBEAT_SECONDS,
-                                  return_when=cf.FIRST_COMPLETED)  # fmt: skip
-                if not done and running:
+                done, _ = cf.wait(waiting, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+                if not done and running and time.monotonic() - heartbeat >= _HEARTBEAT_SECONDS:
+                    heartbeat = time.monotonic()
                     self.log(report.heartbeat(
                         stage, {c["name"] if s == stage else f"{c['name']} ({s})": t
                                 for c, s, _, t in running.values()},
@@ -796,12 +843,14 @@ class Controller:
 
     def promote(self) -> None:
         """Queues the top candidates by exploration fitness and every baseline for
-        verification on every seed. The choice is made once (a resumed run keeps it); a
-        resumed run with more `verify.seeds` queues the new seeds of everything verified."""
+        verification on every seed, skipping candidates a human vetoed. The choice is made
+        once (a resumed run keeps it); a resumed run with more `verify.seeds` queues the new
+        seeds of everything verified."""
         chosen = self.db.get_meta("verify_promoted")
         if chosen is None:
             top = [r.name for r in self.ranked("explore")
-                   if self.db.candidate(r.id)["kind"] == "candidate"]  # fmt: skip
+                   if self.db.candidate(r.id)["kind"] == "candidate"
+                   and self.steering.verdict(r.name) != "veto"]  # fmt: skip
             chosen = top[: self.config.verify.promote]
             self.log(f"[verify] promoted {chosen} with the baselines, "
                      f"{self.config.verify.seeds} seed(s) each")  # fmt: skip
@@ -897,6 +946,7 @@ class Controller:
         interruption the leaderboard records it, and the exception propagates."""
         self._state = {"state": "running", "reason": None, "at": _now()}
         try:
+            self.steering.ingest()  # what was given while no run was going
             self.seed_baselines()
             self.catch_up()
             self.write_leaderboard()

@@ -10,8 +10,8 @@ evaluations (one per candidate and stage: status, metrics, figures), attempts (e
 engineer attempt with its error), scores (fitness and its terms by name), analyses, lessons,
 judgements, rejections (novelty and policy rejections before any compute), timings,
 island_members (who belongs to which island, and how it got there), calls (every request to
-a language model), bandit (the researcher's model per proposal, and its reward), and an
-embedding cache.
+a language model), bandit (the researcher's model per proposal, and its reward), steering
+(the human's commands and what each did), and an embedding cache.
 All SQL of the evolution lives here.
 """
 
@@ -183,10 +183,26 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE analyses ADD COLUMN summariser TEXT;
     """,
+    # 5 -> 6: every human steering command (scripts/steer.py; asi_jax.evolution.steering),
+    # as the controller applied it, and what it did.
+    """
+    CREATE TABLE steering (
+        id TEXT PRIMARY KEY,             -- the command's id (steer.py's, or its file's name)
+        author TEXT NOT NULL,
+        command TEXT NOT NULL,           -- idea | ban | require | pause | resume | approve |
+                                         -- veto | withdraw | malformed
+        arguments TEXT NOT NULL,         -- JSON
+        created_at REAL NOT NULL,        -- when steer.py wrote it
+        applied_at REAL NOT NULL,        -- when the controller read it
+        status TEXT NOT NULL,            -- active | expired | withdrawn | applied | rejected
+        effect TEXT NOT NULL             -- JSON: what it did (proposals that saw an idea, ...)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 DATABASE = "evolution.sqlite"  # the file's name in a run's workdir
-_JSON_COLUMNS = ("reference_ids", "design", "idea_origins", "metrics", "check_report", "terms")
+_JSON_COLUMNS = ("reference_ids", "design", "idea_origins", "metrics", "check_report", "terms",
+                 "arguments", "effect")  # fmt: skip
 
 
 class SchemaError(RuntimeError):
@@ -372,6 +388,11 @@ class Database:
                       (candidate_id, stage))  # fmt: skip
             self.start_evaluation(candidate_id, stage)
 
+    def drop_pending(self, candidate_id: int, stage: str) -> None:
+        """Removes a pending evaluation that is not to run (a vetoed promotion)."""
+        self.connection.execute("DELETE FROM evaluations WHERE candidate_id = ? AND stage = ? "
+                                "AND status = 'pending'", (candidate_id, stage))  # fmt: skip
+
     def pending(self, stage: str) -> list[dict[str, Any]]:
         """The candidates whose evaluation in `stage` is pending, by id."""
         return self.query("SELECT c.* FROM evaluations e JOIN candidates c ON c.id = "
@@ -528,3 +549,20 @@ class Database:
     def cache_embedding(self, embedder: str, text_hash: str, vector: bytes) -> None:
         self.connection.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
                                 (embedder, text_hash, vector))  # fmt: skip
+
+    # human steering (asi_jax.evolution.steering) ------------------------------------------
+    def add_steering(self, id: str, author: str, command: str, arguments: dict,
+                     created_at: float, status: str, effect: dict) -> None:  # fmt: skip
+        self.connection.execute(
+            "INSERT INTO steering VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (id, author, command, json.dumps(arguments), created_at, time.time(), status,
+             json.dumps(effect)),
+        )  # fmt: skip
+
+    def set_steering(self, id: str, status: str, effect: dict) -> None:
+        self.connection.execute("UPDATE steering SET status = ?, effect = ? WHERE id = ?",
+                                (status, json.dumps(effect), id))  # fmt: skip
+
+    def steering(self) -> list[dict[str, Any]]:
+        """Every steering command, in the order the controller applied them."""
+        return self.query("SELECT * FROM steering ORDER BY applied_at, rowid")

@@ -1,6 +1,7 @@
 """The run report: one self-contained HTML page (inline CSS and SVG, no script, nothing
 fetched) built from a run's database: the leaderboard per stage, the analyses
-(asi_jax/evolution/analyses.py), the lineage, language-model totals and a section per
+(asi_jax/evolution/analyses.py), the lineage, language-model totals, the human's steering
+commands and what each did, and a section per
 candidate with its code, diff against its parent, loss curve, analysis, judgement and
 attempts.
 
@@ -18,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from asi_jax.evolution import analyses, state
+from asi_jax.evolution import analyses, state, steering
 from asi_jax.evolution.config import split_stage
 from asi_jax.evolution.db import Database
 from asi_jax.report import source, svg
@@ -287,6 +288,25 @@ def _llm(db: Database) -> str:
             + f"<p>Total cost ${db.cost_usd():.4f}.</p>")  # fmt: skip
 
 
+def _steering(db: Database) -> str:
+    """Every steering command (scripts/steer.py): who gave it, when, and what it did."""
+    rows = db.steering()
+    if not rows:
+        return '<h2 id="steering">Steering</h2><p class="empty">no commands given</p>'
+
+    def when(seconds: float) -> str:
+        return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(
+            timespec="seconds")  # fmt: skip
+
+    body = [[_e(r["id"]), _e(r["author"]), _e(when(r["created_at"])), _e(when(r["applied_at"])),
+             _e(steering.describe(r["command"], r["arguments"])), _e(r["status"]),
+             _e(steering.effect(r))] for r in rows]  # fmt: skip
+    return ('<h2 id="steering">Steering</h2><p>Commands given with scripts/steer.py, in the '
+            "order the run applied them (times in UTC).</p>"
+            + _table(["id", "author", "given", "applied", "command", "status", "what it did"],
+                     body))  # fmt: skip
+
+
 def _control() -> str:
     return (
         '<h2 id="control">Control arm</h2><div class="placeholder"><b>Placeholder.</b> '
@@ -396,7 +416,7 @@ def render(db: Database, workdir: str | Path, *, refresh_seconds: float | None =
         winners = set(analyses.winners(db, "explore"))
         sections = [_leaderboard(board, ids), '<h2 id="analyses">Analyses</h2>',
                     _discoveries(db), _components(db), _origins(db), _lineage(db), _llm(db),
-                    _control(), '<h2 id="candidates">Candidates</h2>']  # fmt: skip
+                    _steering(db), _control(), '<h2 id="candidates">Candidates</h2>']  # fmt: skip
         sections += [_candidate(db, c, evaluations.get(c["id"], {}), by_id, winners)
                      for c in candidates]  # fmt: skip
     run = board.get("run") or {}
@@ -410,6 +430,7 @@ def render(db: Database, workdir: str | Path, *, refresh_seconds: float | None =
             f"{f'; refreshes every {refresh_seconds:g} s' if refresh_seconds else ''}.</p>"
             '<p><a href="#leaderboard">leaderboard</a> · <a href="#analyses">analyses</a> · '
             '<a href="#lineage">lineage</a> · <a href="#llm">language models</a> · '
+            '<a href="#steering">steering</a> · '
             '<a href="#control">control arm</a> · '
             '<a href="#candidates">candidates</a></p>')  # fmt: skip
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">" + refresh
