@@ -114,6 +114,12 @@ class _Attempt:
         return proposal, by, None
 
 
+def _builds_on_parent(researcher: Role) -> bool:
+    """False for a researcher that ignores the sampled parent (the random-search control
+    arm): nothing is retrieved for it, and its candidates are recorded without a parent."""
+    return getattr(researcher.agent, "builds_on_parent", True)
+
+
 def _now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
@@ -414,7 +420,8 @@ class Controller:
         context = ResearchContext(
             parent=self._with_analysis(parent),
             references=[self._with_analysis(r) for r in references],
-            cognition=self.cognition.retrieve(summary, self.config.cognition.top_k),
+            cognition=self.cognition.retrieve(summary, self.config.cognition.top_k)
+            if _builds_on_parent(researcher) else (),
             problem_summary=summary, lessons=self._relevant_lessons(summary),
             component_effects=component_effects(self.records("explore"),
                                                 self.task.design_changes),
@@ -488,12 +495,14 @@ class Controller:
         if self.db.candidate_by_name(name) is not None:
             name = f"{name}-{self.db.proposals_tried()}"
         second = context.second_parent if proposal.mode == "crossover" else None
+        parent = context.parent if _builds_on_parent(attempt.researcher) else None
         with self.db.transaction():
             cid = self.db.add_candidate(
-                name=name, generation=self._generation(context.parent) + 1, round=round_number,
-                kind="candidate", researcher=by,
+                name=name, generation=self._generation(parent) + 1 if parent else 1,
+                round=round_number, kind="candidate", researcher=by,
                 motivation=proposal.motivation, code=proposal.code, code_hash=digest,
-                parent_id=context.parent.id, reference_ids=[r.id for r in context.references],
+                parent_id=parent and parent.id,
+                reference_ids=[r.id for r in context.references] if parent else [],
                 design=proposal.design, idea_origins=proposal.idea_origins,
                 island=attempt.island, edit_mode=proposal.mode,
                 second_parent_id=second.id if second else None,

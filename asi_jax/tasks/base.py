@@ -22,10 +22,13 @@ import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from asi_jax.agents.base import Analyser, Judge, Record, Researcher
 from asi_jax.candidates.policy import Contract
+
+if TYPE_CHECKING:
+    from asi_jax.agents.grammar_search import Grammar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +103,11 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def offline_agents(self) -> tuple[Researcher, Analyser, Judge]:
         """Researcher, analyser and judge that need no network."""
+
+    def grammar(self) -> Grammar | None:
+        """The task's design grammar, where it has one: what the random-search control arm
+        (agents "random") samples uniformly."""
+        return None
 
     def candidate_source(self, record: Record) -> str:
         """`record`'s code as a candidate file that agents may read, edit and imitate. A
