@@ -1,6 +1,7 @@
 """ASI-Arch's analyses of a run, as pure functions of its database: discoveries against
 compute (the paper's linear-scaling claim, with a least-squares fit), the design components
-and idea origins of the winners against all candidates, and the lineage tree.
+and idea origins of the winners against all candidates, the lineage tree, and the arms of a
+comparison with the random-search control (best fitness and verified wins against compute).
 
 A winner is a candidate that beats the reference baseline by `report.beating`'s rule (its
 quantitative terms, loss and benchmark, sum above the reference's), so these analyses and
