@@ -221,7 +221,7 @@ def test_the_page_parses_and_shows_every_candidate(run_dir):
         assert c["name"] in body
     for section in ("leaderboard", "analyses", "lineage", "llm", "control", "candidates"):
         assert section in parsed.ids()
-    assert "Placeholder" in body and "timed out" in body  # the control arm; a failed attempt
+    assert "No control arm" in body and "timed out" in body  # no control; a failed attempt
     tags = [t for t, _ in parsed.tags]
     assert "script" not in tags and "link" not in tags and 'http-equiv="refresh"' not in text
     assert tags.count("svg") >= 7 + 3  # a loss curve per candidate, and the analyses

@@ -156,7 +156,7 @@ def test_verification_runs_every_seed_and_ablates_the_winner(tmp_path, monkeypat
     with db.transaction():
         parent = db.candidate_by_name("deltanet")
         design = {**parent["design"], "conv": "k", "output_gate": "sigmoid", "head_mix": True}
-        code = task.render_design(design, docstring="Three changes.")
+        code = task.grammar().render(design, docstring="Three changes.")
         cid = db.add_candidate(name="best-three-changes", generation=1, kind="candidate",
                                researcher="test", motivation="three changes", code=code,
                                code_hash=code_hash(code), design=design,
@@ -254,7 +254,7 @@ def test_a_free_form_winner_is_ablated_by_the_researchers_variants(tmp_path, mon
     db = Database(tmp_path / DATABASE)
     with db.transaction():
         parent = db.candidate_by_name("deltanet")
-        code = task.render_design({**parent["design"], "conv": "k"}, docstring="Free form.")
+        code = task.grammar().render({**parent["design"], "conv": "k"}, docstring="Free form.")
         cid = db.add_candidate(name="best-free-form", generation=1, kind="candidate",
                                researcher="llm", motivation="free form", code=code,
                                code_hash=code_hash(code), parent_id=parent["id"])  # fmt: skip

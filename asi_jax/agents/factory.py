@@ -1,5 +1,7 @@
-"""The one place agents are made: the task's offline roles, or LLM-backed ones that fall back
-to them.
+"""The one place agents are made: the task's offline roles, LLM-backed ones that fall back
+to them, or the random-search control arm (a uniform sampler of the task's design grammar
+with the offline analyser and judge: they run after training and cannot steer it, and the
+judge's score is part of the fitness, so both arms are scored alike).
 
     agents = make_agents("llm", llm_config, task, log, calls=sink)  # sink(CallRecord)
     proposal, by = agents.researcher.call("propose", context)
@@ -22,6 +24,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from asi_jax.agents.grammar_search import RandomResearcher
 from asi_jax.agents.llm import (
     AnalysisSummary,
     CallSink,
@@ -83,17 +86,23 @@ class Agents:
 def make_agents(kind: str, llm: LLMConfig, task: Task, log: Callable[[str], None] = print,
                 calls: CallSink | None = None,
                 transport: Transport | None = None) -> Agents:  # fmt: skip
-    """The task's offline agents (`kind` "offline"), or LLM ones on `llm` ("llm"), each role
-    on its endpoints, with the offline analyser and judge standing in for unusable replies;
-    every request to a model is recorded in `calls`; `transport` replaces the network (a
-    replay)."""
+    """The task's offline agents (`kind` "offline"), the random-search control arm
+    ("random"), or LLM ones on `llm` ("llm"), each role on its endpoints, with the offline
+    analyser and judge standing in for unusable replies; every request to a model is
+    recorded in `calls`; `transport` replaces the network (a replay)."""
     researcher, analyser, judge = task.offline_agents()
     summary = Role(AnalysisSummary(), None, log)
     if kind == "offline":
         return Agents(Role(researcher, None, log), Role(analyser, None, log),
                       Role(judge, None, log), summary)  # fmt: skip
+    if kind == "random":
+        if (grammar := task.grammar()) is None:
+            raise ValueError(f"agents 'random' sample the task's design grammar, and the task "
+                             f"{task.name} has none")  # fmt: skip
+        return Agents(Role(RandomResearcher(grammar), None, log), Role(analyser, None, log),
+                      Role(judge, None, log), summary)  # fmt: skip
     if kind != "llm":
-        raise ValueError(f"agents are 'offline' or 'llm', got {kind!r}")
+        raise ValueError(f"agents are 'offline', 'llm' or 'random', got {kind!r}")
     clients: dict[str, LLMClient] = {}
 
     def client(endpoint: Endpoint) -> LLMClient:  # one per endpoint, shared by its roles

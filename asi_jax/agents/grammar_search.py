@@ -13,6 +13,8 @@ keywords support which option, why each option, what the benchmark is called), a
   each idea came from (steering, cognition, analysis, original).
 - `novelty_judgement`: the offline judge's score from motivation similarity and design
   distance.
+- `RandomResearcher`: the random-search control arm: every component's option drawn
+  uniformly, with neither the parent, cognition nor analysis behind it.
 - `GrammarAnalyser` (failures), `compare_with_parent`, `siblings_line`: the analyser's
   parts that do not depend on the task's figures.
 
@@ -227,6 +229,44 @@ class GrammarResearcher:
             lines.append(f"Idea {o['idea']} from {o['origin']}: {o['evidence']}.")
         lines.append(f"(Proposed by the {self.wording.signature}, not a language model.)")
         return "\n".join(lines)
+
+
+class RandomResearcher:
+    """The control arm's researcher: each component's option drawn uniformly from the
+    grammar, then canonicalised; a design already proposed is drawn again (up to
+    `max_draws` times). It reads neither the parent nor the cognition or analyses in the
+    context, only its seed, so a resumed run draws what an uninterrupted one would."""
+
+    name = "random-grammar-sampler"
+    # It builds on no parent: the controller records its candidates without one and
+    # retrieves no cognition for it.
+    builds_on_parent = False
+
+    def __init__(self, grammar: Grammar, max_draws: int = 50):
+        self.grammar, self.max_draws = grammar, max_draws
+
+    def draw(self, rng: np.random.Generator) -> Design:
+        """One uniform draw, canonicalised."""
+        options = self.grammar.options
+        return self.grammar.canonical({f: o[int(rng.integers(len(o)))] for f, o in options.items()})
+
+    def propose(self, context: ResearchContext) -> Proposal:
+        rng = np.random.default_rng(context.seed)
+        design, draws = self.draw(rng), 1
+        while self.grammar.key(design) in context.known_designs and draws < self.max_draws:
+            design, draws = self.draw(rng), draws + 1
+        described = "\n".join(f"{f} = {v}" for f, v in design.items())
+        motivation = (f"{described}\n(A uniform draw from the grammar, draw {draws} at seed "
+                      f"{context.seed}: the random-search control arm.)")  # fmt: skip
+        origin = {"idea": "the whole design", "origin": "random",
+                  "evidence": "every component drawn uniformly from the grammar"}  # fmt: skip
+        code = self.grammar.render(design, docstring=motivation)
+        return Proposal(f"random-{self.grammar.name(design)}", motivation, code, design,
+                        [origin])  # fmt: skip
+
+    def revise(self, source: str, error: str) -> str | None:
+        """Never: a repair would be guidance the control arm does not get."""
+        return None
 
 
 def novelty_judgement(grammar: Grammar, record: Record, nearest_similarity: float,

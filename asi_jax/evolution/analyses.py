@@ -1,6 +1,7 @@
 """ASI-Arch's analyses of a run, as pure functions of its database: discoveries against
 compute (the paper's linear-scaling claim, with a least-squares fit), the design components
-and idea origins of the winners against all candidates, and the lineage tree.
+and idea origins of the winners against all candidates, the lineage tree, and the arms of a
+comparison with the random-search control (best fitness and verified wins against compute).
 
 A winner is a candidate that beats the reference baseline by the leaderboard's rule (in
 exploration its quantitative terms, loss and benchmark, sum above the reference's; in
@@ -46,10 +47,19 @@ def winners(db: Database, stage: str = "explore") -> list[str]:
         return []
     if stage != "verify":
         return report.beating(stage_rows(db, stage), reference)
-    verify = from_config_dict(db.get_meta("config")).verify
-    summariser = verification.Summariser(verify, reference)
+    return _summariser(db, reference).beating(verification_rows(db))
+
+
+def _summariser(db: Database, reference: str) -> verification.Summariser:
+    return verification.Summariser(from_config_dict(db.get_meta("config")).verify, reference)
+
+
+def verification_rows(db: Database) -> list[dict[str, Any]]:
+    """One row per verified candidate (ablation variants included): `stage_rows`' fields,
+    the figures as means over the seeds, with intervals and gains (`verification`)."""
+    reference = _reference(db)
     by_seed = {s: stage_rows(db, s) for s in state.seed_stages(db, "verify")}
-    return summariser.beating(summariser.rows(by_seed)) if by_seed else []
+    return _summariser(db, reference).rows(by_seed) if reference and by_seed else []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,3 +212,83 @@ def lineage(db: Database, stage: str = "explore") -> dict[int, Node]:
 def roots(tree: dict[int, Node]) -> list[Node]:
     """Nodes whose parent is absent (baselines, seeds), in id order."""
     return [n for n in tree.values() if n.parent_id is None or n.parent_id not in tree]
+
+
+# -- the control comparison -------------------------------------------------------------------
+
+
+def verified_wins(db: Database) -> list[str]:
+    """Names of the candidates that beat the reference baseline in verification (the
+    interval of their gain over the seeds lies above zero): the one rule for a verified win,
+    which every comparison of arms counts."""
+    return winners(db, "verify")
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One arm of a comparison (a run, or one island of it): its proposed candidates and the
+    baselines, which every arm runs (in one run they are shared). The curves hold a point
+    after each of the arm's finished exploration evaluations (baselines and failures spend
+    compute too), in the order they finished."""
+
+    label: str
+    compute_seconds: list[float]  # cumulative exploration compute
+    proposed: list[int]  # the arm's candidates explored so far
+    best: list[float | None]  # the best exploration fitness of those (None: none scored)
+    wins: list[int]  # how many of those won in verification (`verified_wins`)
+    verify_seconds: float  # the arm's compute in verification
+    verified: list[str]  # its verified wins
+    best_verified: float | None  # the best verification fitness of its candidates
+
+    @property
+    def candidates(self) -> int:
+        return self.proposed[-1] if self.proposed else 0
+
+    @property
+    def total_seconds(self) -> float:
+        return (self.compute_seconds[-1] if self.compute_seconds else 0.0) + self.verify_seconds
+
+    @property
+    def best_fitness(self) -> float | None:
+        return self.best[-1] if self.best else None
+
+
+def arm(db: Database, label: str, island: int | None = None) -> Arm:
+    """The arm of the candidates proposed on `island` (None: the whole run), with the
+    baselines."""
+
+    def own(r: dict[str, Any]) -> bool:
+        return r["kind"] == "baseline" or island is None or r["island"] == island
+
+    rows = [r for r in stage_rows(db, "explore") if r["status"] != "pending" and own(r)]
+    rows.sort(key=lambda r: (r["finished_at"] or 0.0, r["id"]))
+    verify = [r for r in verification_rows(db) if own(r)]  # every seed, and ablations
+    verified = [n for n in verified_wins(db) if n in {r["name"] for r in verify}]
+    seconds, proposed, best, wins = [], [], [], []
+    total, count, top, won = 0.0, 0, None, 0
+    for r in rows:
+        total += r["compute_seconds"] or 0.0
+        if r["kind"] == "candidate":
+            count += 1
+            if r["fitness"] is not None:
+                top = r["fitness"] if top is None else max(top, r["fitness"])
+            won += r["name"] in verified
+        seconds.append(total)
+        proposed.append(count)
+        best.append(top)
+        wins.append(won)
+    scored = [r["fitness"] for r in verify if r["kind"] == "candidate" and r["fitness"] is not None]
+    return Arm(label, seconds, proposed, best, wins,
+               sum(r["compute_seconds"] or 0.0 for r in verify if r["status"] != "pending"),
+               verified, max(scored, default=None))  # fmt: skip
+
+
+def island_arms(db: Database) -> list[Arm]:
+    """One arm per island, when the run's islands have agents of different kinds with the
+    random-search control among them (as `islands.agents='("offline", "random")'`); else
+    none."""
+    islands = (db.get_meta("config") or {}).get("islands") or {}
+    kinds = list(islands.get("agents") or ())
+    if "random" not in kinds or len(set(kinds)) < 2:
+        return []
+    return [arm(db, f"island {i} ({kind})", i) for i, kind in enumerate(kinds)]

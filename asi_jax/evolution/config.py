@@ -26,7 +26,7 @@ from asi_jax.tasks import get_task
 from asi_jax.train import config as train_config
 from asi_jax.train.config import ExperimentConfig, complete, convert
 
-AGENT_KINDS = ("offline", "llm")
+AGENT_KINDS = ("offline", "llm", "random")  # "random": the random-search control arm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +103,7 @@ class IslandConfig:
     count: int = 1
     migration_interval: int = 0  # proposed candidates between migrations; 0: never
     migrants: int = 1  # the top-k of each island that migrate
-    agents: tuple[str, ...] = ()  # per island "offline" or "llm"; empty: `agents` for all
+    agents: tuple[str, ...] = ()  # per island, among AGENT_KINDS; empty: `agents` for all
 
     def __post_init__(self):
         if self.count < 1 or self.migration_interval < 0 or self.migrants < 0:
@@ -164,7 +164,10 @@ class SteeringConfig:
 class EvolutionConfig:
     task: str = "linear_attention"  # what is evolved: a registered task (asi_jax.tasks)
     seed: int = 0
-    agents: str = "offline"  # "offline" (no network) or "llm" (researcher, analyser, judge)
+    # "offline" (no network), "llm" (researcher, analyser, judge) or "random" (the
+    # random-search control arm: uniform draws from the task's grammar, offline analyser and
+    # judge)
+    agents: str = "offline"
     llm: LLMConfig = LLMConfig()
     workers: int = 2  # candidates evaluated at once (sandboxed processes)
     pin_devices: bool = False  # worker i sees only accelerator i (one candidate per device)
@@ -206,7 +209,11 @@ class EvolutionConfig:
             raise ValueError(f"baselines {unknown} are not baselines of the task {task.name}; "
                              f"it has {sorted(task.baselines())}")  # fmt: skip
         if self.agents not in AGENT_KINDS:
-            raise ValueError(f"agents must be 'offline' or 'llm', got {self.agents!r}")
+            raise ValueError(f"agents must be one of {list(AGENT_KINDS)}, got {self.agents!r}")
+        kinds = {self.agents_of(i) for i in range(self.islands.count)}
+        if "random" in kinds and task.grammar() is None:
+            raise ValueError(f"agents 'random' (the random-search control arm) sample the task's "
+                             f"design grammar, and the task {task.name} has none")  # fmt: skip
         if self.reference_baseline not in self.baselines:
             raise ValueError(f"reference_baseline {self.reference_baseline!r} must be one of "
                              f"the baselines {list(self.baselines)}")  # fmt: skip
@@ -248,7 +255,7 @@ class EvolutionConfig:
         return self.verify.limits if base == "verify" and self.verify.limits else self.limits
 
     def agents_of(self, island: int) -> str:
-        """The agent kind ("offline" or "llm") proposing on `island`."""
+        """The agent kind (one of AGENT_KINDS) proposing on `island`."""
         return self.islands.agents[island] if self.islands.agents else self.agents
 
 

@@ -136,6 +136,12 @@ class _Attempt:
         return proposal, by, None
 
 
+def _builds_on_parent(researcher: Role) -> bool:
+    """False for a researcher that ignores the sampled parent (the random-search control
+    arm): nothing is retrieved for it, and its candidates are recorded without a parent."""
+    return getattr(researcher.agent, "builds_on_parent", True)
+
+
 def _now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
@@ -441,7 +447,8 @@ class Controller:
         context = ResearchContext(
             parent=self._with_analysis(parent),
             references=[self._with_analysis(r) for r in references],
-            cognition=self.cognition.retrieve(summary, self.config.cognition.top_k),
+            cognition=self.cognition.retrieve(summary, self.config.cognition.top_k)
+            if _builds_on_parent(researcher) else (),
             problem_summary=summary, lessons=self._relevant_lessons(summary),
             component_effects=component_effects(self.records("explore"),
                                                 self.task.design_changes),
@@ -523,12 +530,14 @@ class Controller:
         if self.db.candidate_by_name(name) is not None:
             name = f"{name}-{self.db.proposals_tried()}"
         second = context.second_parent if proposal.mode == "crossover" else None
+        parent = context.parent if _builds_on_parent(attempt.researcher) else None
         with self.db.transaction():
             cid = self.db.add_candidate(
-                name=name, generation=self._generation(context.parent) + 1, round=round_number,
-                kind="candidate", researcher=by,
+                name=name, generation=self._generation(parent) + 1 if parent else 1,
+                round=round_number, kind="candidate", researcher=by,
                 motivation=proposal.motivation, code=proposal.code, code_hash=digest,
-                parent_id=context.parent.id, reference_ids=[r.id for r in context.references],
+                parent_id=parent and parent.id,
+                reference_ids=[r.id for r in context.references] if parent else [],
                 design=proposal.design, idea_origins=proposal.idea_origins,
                 island=attempt.island, edit_mode=proposal.mode,
                 second_parent_id=second.id if second else None,
@@ -904,6 +913,7 @@ class Controller:
                     table[label] = f"ablate-{winner['id']}-{len(table) + 1}"
                     cid = self.db.add_candidate(
                         name=table[label], generation=winner["generation"], kind="ablation",
+                        island=winner["island"],
                         researcher="ablation", parent_id=winner["id"], design=design,
                         motivation=f"Ablation of {name}: {label}; everything else kept.",
                         code=code, code_hash=code_hash(code),
@@ -925,7 +935,8 @@ class Controller:
         grammar, the researcher's single-change variants of the winner's code (none from a
         researcher that writes none, or whose model fails)."""
         reference = self.db.candidate_by_name(self.config.reference_baseline)
-        if not winner["design"] or not reference["design"]:
+        grammar = self.task.grammar()
+        if grammar is None or not winner["design"] or not reference["design"]:
             return self._free_form_variants(winner, reference)
         changes = self.task.design_changes(winner["design"], reference["design"])
         limit = self.config.verify.max_ablations or len(changes)
@@ -936,7 +947,7 @@ class Controller:
             if self.task.design_key(design) == self.task.design_key(reference["design"]):
                 variants.append((label, design, None))
                 continue
-            source = self.task.render_design(design, docstring=(
+            source = grammar.render(grammar.canonical(design), docstring=(
                 f"Ablation of {winner['name']}: {label}, the reference's option."))  # fmt: skip
             variants.append((label, design, source))
         return variants

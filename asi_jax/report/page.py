@@ -1,7 +1,8 @@
 """The run report: one self-contained HTML page (inline CSS and SVG, no script, nothing
 fetched) built from a run's database: the leaderboard per stage, the analyses
 (asi_jax/evolution/analyses.py), the lineage, language-model totals, the human's steering
-commands and what each did, and a section per
+commands and what each did, the loop against the random-search control arm (a control run,
+or an island of this one) and a section per
 candidate with its code, diff against its parent, loss curve, analysis, judgement and
 attempts.
 
@@ -11,6 +12,7 @@ Candidate code, motivations and model replies are untrusted: every value passes 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import difflib
 import html
@@ -40,7 +42,6 @@ th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.failed{color:#a00}tr.pending{color:#777}tr.reference{background:#fff8dc}
 .win{color:#2a7a2a;font-weight:bold}pre{background:#f7f7f7;padding:8px;overflow:auto;
 font-size:12px;max-height:480px}.add{color:#1a6d1a}.del{color:#a61b1b}.hunk{color:#555}
-.placeholder{border:2px dashed #c90;padding:8px;background:#fffbe6}
 .empty{color:#777;font-style:italic}svg.chart text{font-size:11px;fill:#333}
 svg.chart text.title{font-size:13px;font-weight:bold}svg.chart .frame{fill:none;
 stroke:#999}svg.chart .grid{stroke:#eee}svg.chart .tick{stroke:#999}
@@ -307,12 +308,66 @@ def _steering(db: Database) -> str:
                      body))  # fmt: skip
 
 
-def _control() -> str:
-    return (
-        '<h2 id="control">Control arm</h2><div class="placeholder"><b>Placeholder.</b> '
-        "The control arm (the same budget without the evolution's guidance) is not built "
-        "yet, and this database holds no control data; nothing is compared here.</div>"
-    )
+def _agents(db: Database) -> str:
+    config = db.get_meta("config") or {}
+    kinds = list((config.get("islands") or {}).get("agents") or ())
+    return "/".join(kinds) if kinds else str(config.get("agents", "?"))
+
+
+def _control(db: Database, control: Database | None) -> str:
+    """The loop against the random-search control arm: a control run's database beside this
+    run's, or this run's islands when one of them samples at random."""
+    out = ['<h2 id="control">Control arm</h2>']
+    if control is not None:
+        arms = [analyses.arm(db, f"this run ({_agents(db)})"),
+                analyses.arm(control, f"control run ({_agents(control)})")]  # fmt: skip
+        how = "a control run beside this one (scripts/report.py --control)"
+    elif arms := analyses.island_arms(db):
+        how = ("this run's islands, one of them the random-search control; verification "
+               "promoted the run's fittest candidates, whichever island proposed them")  # fmt: skip
+    else:
+        return "".join(out) + (
+            '<p class="empty">No control arm: this run has no island of agents "random" and '
+            "no control run was given. Run one with the same config and "
+            "--config.agents=random in another workdir and pass it as --control=WORKDIR, or "
+            "run both arms in one run with --config.islands.count=2 "
+            "--config.islands.agents='(\"offline\",\"random\")' "
+            "--config.islands.migration_interval=0.</p>"
+        )  # fmt: skip
+    out.append(f"<p>Compared: {_e(how)}. The random-search control draws every component of "
+               "the task's design grammar uniformly, with no cognition, analysis or parent; "
+               "both arms run the baselines and are scored by the same analyser and judge. A "
+               "verified win is a candidate beating the reference baseline in verification; "
+               "each win is counted at the exploration compute at which its candidate was "
+               "explored.</p>")  # fmt: skip
+    unit, scale = _unit(max((a.compute_seconds[-1] for a in arms if a.compute_seconds),
+                            default=0.0))  # fmt: skip
+
+    def scored(a: analyses.Arm, xs: list[float]) -> tuple[list[float], list[float]]:
+        points = [(x, y) for x, y in zip(xs, a.best, strict=True) if y is not None]
+        return [x for x, _ in points], [y for _, y in points]
+
+    compute = [svg.Series(a.label, *scored(a, [s / scale for s in a.compute_seconds]),
+                          steps=True, markers=True) for a in arms]  # fmt: skip
+    proposed = [svg.Series(a.label, *scored(a, [float(n) for n in a.proposed]), steps=True,
+                           markers=True) for a in arms]  # fmt: skip
+    wins = [svg.Series(a.label, [s / scale for s in a.compute_seconds],
+                       [float(w) for w in a.wins], steps=True) for a in arms]  # fmt: skip
+    x_label = f"cumulative exploration compute ({unit})"
+    out.append(svg.line_chart(compute, title="best exploration fitness against compute",
+                              x_label=x_label, y_label="best fitness so far"))  # fmt: skip
+    out.append(svg.line_chart(proposed, title="best exploration fitness against candidates "
+                              "proposed", x_label="candidates proposed",
+                              y_label="best fitness so far"))  # fmt: skip
+    out.append(svg.line_chart(wins, title="verified wins against compute", x_label=x_label,
+                              y_label="verified wins"))  # fmt: skip
+    rows = [[_e(a.label), str(a.candidates), _num(a.total_seconds / 3600, 3),
+             _num(a.best_fitness), str(len(a.verified)),
+             _num(a.best_verified)] for a in arms]  # fmt: skip
+    out.append(_table(["arm", "candidates", "compute h (explore + verify)",
+                       "best exploration fitness", "verified wins",
+                       "best verified fitness"], rows))  # fmt: skip
+    return "".join(out)
 
 
 def _diff(parent: dict | None, code: str) -> str:
@@ -399,11 +454,15 @@ def _stage_order(stage: str) -> tuple[int, int]:
 
 
 def render(db: Database, workdir: str | Path, *, refresh_seconds: float | None = None,
-           now: datetime.datetime | None = None) -> str:  # fmt: skip
+           now: datetime.datetime | None = None, control: Database | None = None
+           ) -> str:  # fmt: skip
     """The page for the run in `workdir` whose database is `db`; with `refresh_seconds`
-    the page reloads itself that often (watch mode)."""
+    the page reloads itself that often (watch mode); `control`: a control run's database,
+    compared with this run in the control section."""
     now = now or datetime.datetime.now(datetime.UTC)
-    with source.snapshot(db):
+    with source.snapshot(db), contextlib.ExitStack() as stack:
+        if control is not None:
+            stack.enter_context(source.snapshot(control))
         board = source.leaderboard(db, workdir)
         candidates = db.candidates()
         by_id = {c["id"]: c for c in candidates}
@@ -416,7 +475,8 @@ def render(db: Database, workdir: str | Path, *, refresh_seconds: float | None =
         winners = set(analyses.winners(db, "explore"))
         sections = [_leaderboard(board, ids), '<h2 id="analyses">Analyses</h2>',
                     _discoveries(db), _components(db), _origins(db), _lineage(db), _llm(db),
-                    _steering(db), _control(), '<h2 id="candidates">Candidates</h2>']  # fmt: skip
+                    _steering(db), _control(db, control),
+                    '<h2 id="candidates">Candidates</h2>']  # fmt: skip
         sections += [_candidate(db, c, evaluations.get(c["id"], {}), by_id, winners)
                      for c in candidates]  # fmt: skip
     run = board.get("run") or {}

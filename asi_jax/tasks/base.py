@@ -22,10 +22,13 @@ import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from asi_jax.agents.base import Analyser, Judge, Record, Researcher
 from asi_jax.candidates.policy import Contract
+
+if TYPE_CHECKING:
+    from asi_jax.agents.grammar_search import Grammar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +104,11 @@ class Task(abc.ABC):
     def offline_agents(self) -> tuple[Researcher, Analyser, Judge]:
         """Researcher, analyser and judge that need no network."""
 
+    def grammar(self) -> Grammar | None:
+        """The task's design grammar, where it has one: what the random-search control arm
+        (agents "random") samples uniformly."""
+        return None
+
     def candidate_source(self, record: Record) -> str:
         """`record`'s code as a candidate file that agents may read, edit and imitate. A
         baseline's code may be trusted source that imports what candidates may not; a task
@@ -116,11 +124,6 @@ class Task(abc.ABC):
         """{component: (parent's option, child's)} where two designs differ."""
         return {k: (parent.get(k), child.get(k)) for k in sorted(set(parent) | set(child))
                 if parent.get(k) != child.get(k)}  # fmt: skip
-
-    def render_design(self, design: Mapping[str, Any], *, docstring: str = "") -> str:
-        """A design's candidate source, where the task has a grammar (verification's
-        ablations build their variants with it)."""
-        raise NotImplementedError(f"the task {self.name} has no design grammar to render")
 
     def design_key(self, design: Mapping[str, Any]) -> str:
         """Equal for designs that behave the same (a duplicate is not proposed twice)."""

@@ -13,7 +13,7 @@ import inspect
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flax import nnx
 
@@ -22,6 +22,9 @@ from asi_jax.tasks import register
 from asi_jax.tasks.base import Baseline, Figure, Figures, Task
 from asi_jax.tasks.linear_attention import checker, grammar
 from asi_jax.tasks.linear_attention.contract import ALLOWED_IMPORTS, MIXER
+
+if TYPE_CHECKING:
+    from asi_jax.agents.grammar_search import Grammar
 
 CONTRACT = f"""The candidates are causal linear-attention token mixers for language models,
 written as Flax NNX modules. A candidate is one Python file defining `class Mixer(nnx.Module)`:
@@ -193,6 +196,11 @@ class LinearAttentionTask(Task):
 
         return OfflineResearcher(), OfflineAnalyser(), OfflineJudge()
 
+    def grammar(self) -> Grammar:
+        from asi_jax.tasks.linear_attention.researcher import GRAMMAR
+
+        return GRAMMAR
+
     def design_of(self, source: str) -> dict[str, Any] | None:
         design = grammar.design_from_source(source)
         return design.to_json() if design else None
@@ -209,10 +217,6 @@ class LinearAttentionTask(Task):
 
     def design_key(self, design: Mapping[str, Any]) -> str:
         return grammar.canonical(grammar.Design.from_json(dict(design))).key()
-
-    def render_design(self, design: Mapping[str, Any], *, docstring: str = "") -> str:
-        return grammar.render(grammar.canonical(grammar.Design.from_json(dict(design))),
-                              docstring=docstring)  # fmt: skip
 
     # -- worker side -------------------------------------------------------------------------
     def baseline_symbol(self, name: str) -> type[nnx.Module]:

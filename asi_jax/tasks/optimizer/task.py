@@ -12,7 +12,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asi_jax.agents.base import Analyser, Judge, Researcher
 from asi_jax.tasks.base import Baseline, Figure, Figures, Task
@@ -20,6 +20,9 @@ from asi_jax.tasks.optimizer import baselines as _baselines
 from asi_jax.tasks.optimizer import grammar
 from asi_jax.tasks.optimizer.checker import CheckConfig
 from asi_jax.tasks.optimizer.contract import CONTRACT_TEXT, OPTIMIZER
+
+if TYPE_CHECKING:
+    from asi_jax.agents.grammar_search import Grammar
 
 COGNITION_FILE = Path(__file__).with_name("cognition.jsonl")
 
@@ -85,6 +88,11 @@ class OptimizerTask(Task):
 
         return OptimizerResearcher(), OptimizerAnalyser(), OptimizerJudge()
 
+    def grammar(self) -> Grammar:
+        from asi_jax.tasks.optimizer.agents import GRAMMAR
+
+        return GRAMMAR
+
     def design_of(self, source: str) -> dict[str, Any] | None:
         return grammar.design_from_source(source)
 
@@ -105,9 +113,6 @@ class OptimizerTask(Task):
             return json.dumps(grammar.canonical(design), sort_keys=True)
         except ValueError:  # not a grammar design (an LLM's free-form one): as given
             return json.dumps(dict(design), sort_keys=True)
-
-    def render_design(self, design: Mapping[str, Any], *, docstring: str = "") -> str:
-        return grammar.render(design, docstring=docstring)
 
     # -- worker side -----------------------------------------------------------------------
     def baseline_symbol(self, name: str) -> Callable:
