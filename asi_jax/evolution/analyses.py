@@ -51,7 +51,8 @@ def winners(db: Database, stage: str = "explore") -> list[str]:
 
 
 def _summariser(db: Database, reference: str) -> verification.Summariser:
-    return verification.Summariser(from_config_dict(db.get_meta("config")).verify, reference)
+    verify = ((db.get_meta("config") or {}).get("verify")) or {}
+    return verification.Summariser(from_config_dict({"verify": verify}).verify, reference)
 
 
 def verification_rows(db: Database) -> list[dict[str, Any]]:
