@@ -49,10 +49,10 @@ _ARGUMENTS = {"idea": ({"text"}, set()), "pause": (set(), set()), "resume": (set
 
 
 def options_of(task: Task) -> Mapping[str, Sequence[Any]] | None:
-    """The task's design grammar (component -> its options), where its offline researcher
-    searches one; None for a task without a grammar (component names are then not checked)."""
-    grammar = getattr(task.offline_agents()[0], "grammar", None)
-    return getattr(grammar, "options", None)
+    """The task's design grammar (component -> its options); None for a task without a
+    grammar (component names are then not checked)."""
+    grammar = task.grammar()
+    return grammar.options if grammar is not None else None
 
 
 def validate(command: str, arguments: Mapping[str, Any],
