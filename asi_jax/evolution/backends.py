@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -112,6 +113,19 @@ def _on_node(payload: bytes, task_module: str | None, task_path: str | None,
     return attempts
 
 
+def _reachable(address: str) -> None:
+    """Fails at once where the head's port does not answer (Ray itself retries for minutes)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as e:
+        raise BackendError(f"cannot join the Ray cluster at ray.address={address!r}: its head "
+                           f"does not answer ({e}); start one with `ray start --head`, see the "
+                           "README's 'Many machines with Ray'") from None  # fmt: skip
+
+
 def _fits(node: dict[str, float], need: dict[str, float]) -> bool:
     return all(node.get(name, 0.0) >= amount for name, amount in need.items())
 
@@ -130,6 +144,7 @@ class RayBackend:
         need = {"CPU": config.num_cpus, "GPU": config.num_gpus, "memory": config.memory_bytes,
                 **dict(config.resources)}  # fmt: skip
         self.need = {name: float(amount) for name, amount in need.items() if amount}
+        _reachable(config.address)
         try:
             ray.init(address=config.address, log_to_driver=False, logging_level="WARNING",
                      configure_logging=False)  # fmt: skip
