@@ -25,6 +25,7 @@ from ml_collections import config_flags
 
 from asi_jax import command_line
 from asi_jax.evolution import plan, report
+from asi_jax.evolution.backends import BackendError
 from asi_jax.evolution.config import from_config_dict
 from asi_jax.evolution.controller import EvolutionError, evolve
 
@@ -56,6 +57,8 @@ def main(argv: list[str]) -> None:
         raise command_line.UsageError("--workdir is required (the run's folder)")
     try:
         board = evolve(config, _WORKDIR.value, log=lambda line: print(line, flush=True))
+    except BackendError as e:
+        raise command_line.RunError(f"the run cannot start: {e}") from e
     except EvolutionError as e:
         raise command_line.RunError(f"the run stopped: {e}") from e
     except KeyboardInterrupt:

@@ -143,10 +143,12 @@ def _attempt(number: int, source: str, config: EngineerConfig, workdir: Path,
                    r.get("train"), seconds, **ran)  # fmt: skip
 
 
-def _attempts(first: int, source: str, config: EngineerConfig, workdir: Path,
-              baseline: str | None, cancel: threading.Event | None) -> list[Attempt]:  # fmt: skip
-    """One attempt, then up to `config.limit_retries` more at doubled limits while it only ran
-    out of time."""
+def run_attempts(first: int, source: str, config: EngineerConfig, workdir: Path,
+                 baseline: str | None, cancel: threading.Event | None
+                 ) -> list[Attempt]:  # fmt: skip
+    """One attempt (numbered `first`, its sandbox folder in `workdir`), then up to
+    `config.limit_retries` more at doubled limits while it only ran out of time. The unit of
+    work a backend runs where it likes (`asi_jax.evolution.backends`)."""
     limits, attempts = config.limits, []
     for retry in range(config.limit_retries + 1):
         attempt = _attempt(first + retry, source, config, workdir, baseline, limits, cancel)
@@ -157,6 +159,11 @@ def _attempts(first: int, source: str, config: EngineerConfig, workdir: Path,
     return attempts
 
 
+# run_attempts' signature: what a backend provides to run the sandboxed attempts elsewhere.
+Attempts = Callable[[int, str, EngineerConfig, Path, "str | None", "threading.Event | None"],
+                    list[Attempt]]  # fmt: skip
+
+
 def _result(attempts: list[Attempt], source: str) -> Result:
     last = attempts[-1]
     return Result(last.ok, last.stage, last.reason, last.check, last.train, tuple(attempts),
@@ -164,25 +171,28 @@ def _result(attempts: list[Attempt], source: str) -> Result:
 
 
 def run_candidate(source: str, config: EngineerConfig, workdir: str | Path, *,
-                  baseline: str | None = None,
-                  cancel: threading.Event | None = None) -> Result:  # fmt: skip
+                  baseline: str | None = None, cancel: threading.Event | None = None,
+                  runner: Attempts | None = None) -> Result:  # fmt: skip
     """Static policy, then check (and train, if configured) in the sandbox, without revision.
     `baseline` names a task's baseline to run instead of `source` (which then only labels
-    it)."""
+    it). `runner` runs the sandboxed attempts (default `run_attempts`, here)."""
     workdir = Path(workdir)
-    result = _result(_attempts(1, source, config, workdir, baseline, cancel), source)
+    run = runner or run_attempts
+    result = _result(run(1, source, config, workdir, baseline, cancel), source)
     _save(result, workdir)
     return result
 
 
 def revise(source: str, reviser: Reviser, config: EngineerConfig, workdir: str | Path, *,
-           cancel: threading.Event | None = None) -> Result:  # fmt: skip
+           cancel: threading.Event | None = None, runner: Attempts | None = None
+           ) -> Result:  # fmt: skip
     """Attempts, revising from the error after each failure, up to `config.max_attempts`
-    revisions of the source (retries at doubled limits not counted)."""
+    revisions of the source (retries at doubled limits not counted). The reviser runs here;
+    `runner` runs the sandboxed attempts (default `run_attempts`, here)."""
     workdir = Path(workdir)
-    attempts: list[Attempt] = []
+    run, attempts = runner or run_attempts, []
     for revision in range(1, config.max_attempts + 1):
-        attempts += _attempts(len(attempts) + 1, source, config, workdir, None, cancel)
+        attempts += run(len(attempts) + 1, source, config, workdir, None, cancel)
         attempt = attempts[-1]
         if attempt.ok or revision == config.max_attempts:
             break

@@ -150,20 +150,15 @@ def handle(request: dict, workdir: Path, data: Sequence[str], layers: dict[str, 
     """Runs the request's job; every failure becomes a response naming its stage. `layers`
     is the record of the sandbox's layers, which a training run's run.json keeps."""
     import importlib
-    import importlib.util
 
     import jax
 
     from asi_jax.candidates.integrity import Integrity
-    from asi_jax.tasks import get_task
+    from asi_jax.tasks import get_task, import_task_file
 
     job = request["job"]
     if request.get("task_file"):  # a task defined outside asi_jax registers on import
-        spec = importlib.util.spec_from_file_location(f"task_{request['task']}",
-                                                      request["task_file"])  # fmt: skip
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
+        import_task_file(f"task_{request['task']}", request["task_file"])
     task = None if job == "environment" else get_task(request["task"])
     # Started before the hook: a backend's drivers open device files outside the folder.
     backend = jax.default_backend()

@@ -27,6 +27,7 @@ from asi_jax.train import config as train_config
 from asi_jax.train.config import ExperimentConfig, complete, convert
 
 AGENT_KINDS = ("offline", "llm", "random")  # "random": the random-search control arm
+BACKENDS = ("local", "ray")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +162,39 @@ class SteeringConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RayConfig:
+    """Evaluations on a Ray cluster (`backend="ray"`, see `asi_jax.evolution.backends`): each
+    sandboxed attempt is one Ray task holding these resources on the node that runs it."""
+
+    address: str = "auto"  # the head, "host:port"; "auto": the cluster started on this machine
+    num_cpus: float = 1.0  # per evaluation
+    num_gpus: float = 0.0  # per evaluation; Ray pins the sandbox to the GPUs it assigns
+    # Custom resources per evaluation, (name, amount) pairs: (("TPU", 4),) on a TPU VM.
+    resources: tuple[tuple[str, float], ...] = ()
+    memory_bytes: int = 0  # memory Ray reserves per evaluation; 0: none
+    # Times an evaluation whose node or worker died is run again before it is recorded as
+    # failed (failure stage "infrastructure"); a candidate's own failure is never retried.
+    max_retries: int = 2
+    # Where the nodes copy each evaluation's sandbox folders (an etils.epath folder, local or
+    # gs://); "": the workdir (one machine, or a workdir on a file system every node mounts).
+    storage: str = ""
+
+    def __post_init__(self):
+        try:
+            resources = tuple((str(n), float(a)) for n, a in self.resources)
+        except (TypeError, ValueError):
+            raise ValueError(f"ray.resources are (name, amount) pairs, (('TPU', 4),) for "
+                             f"example; got {self.resources!r}") from None  # fmt: skip
+        object.__setattr__(self, "resources", resources)
+        for name in ("num_cpus", "num_gpus", "memory_bytes", "max_retries"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ray.{name} must be >= 0, got {getattr(self, name)}")
+        if bad := [n for n, a in resources if a <= 0 or n in ("CPU", "GPU", "memory")]:
+            raise ValueError(f"ray.resources {bad}: custom resources with amounts > 0 (CPU, GPU "
+                             "and memory have ray.num_cpus, num_gpus, memory_bytes)")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
 class EvolutionConfig:
     task: str = "linear_attention"  # what is evolved: a registered task (asi_jax.tasks)
     seed: int = 0
@@ -170,6 +204,10 @@ class EvolutionConfig:
     agents: str = "offline"
     llm: LLMConfig = LLMConfig()
     workers: int = 2  # candidates evaluated at once (sandboxed processes)
+    # Where evaluations run: "local" (sandboxed processes on this machine) or "ray" (Ray
+    # tasks on a cluster's nodes, see `ray`); `workers` bounds them in flight either way.
+    backend: str = "local"
+    ray: RayConfig = RayConfig()
     pin_devices: bool = False  # worker i sees only accelerator i (one candidate per device)
     baselines: tuple[str, ...] = ()  # generation 0; empty: the task's
     reference_baseline: str = ""  # fitness is relative to this baseline's run; "": the task's
@@ -214,6 +252,13 @@ class EvolutionConfig:
         if "random" in kinds and task.grammar() is None:
             raise ValueError(f"agents 'random' (the random-search control arm) sample the task's "
                              f"design grammar, and the task {task.name} has none")  # fmt: skip
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.backend == "ray" and self.pin_devices:
+            raise ValueError(
+                "pin_devices applies to the local backend: on Ray each evaluation "
+                "gets the devices Ray assigns it (ray.num_gpus, ray.resources)"
+            )
         if self.reference_baseline not in self.baselines:
             raise ValueError(f"reference_baseline {self.reference_baseline!r} must be one of "
                              f"the baselines {list(self.baselines)}")  # fmt: skip

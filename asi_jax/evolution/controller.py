@@ -11,7 +11,8 @@ the choice of the researcher's model per proposal in `bandit`.
 
 The controller is the only writer of the database and holds the workdir for the whole run
 (a second controller on the same workdir is refused at once). Evaluations run in sandboxed
-worker processes, one per thread of a pool of `config.workers`. Everything a finished
+worker processes, one per thread of a pool of `config.workers`: on this machine, or as Ray
+tasks on a cluster's nodes with `backend="ray"` (`backends`). Everything a finished
 evaluation produced is committed before the next step, so the run resumes after a kill at
 any moment: evaluations still `pending` in the database (interrupted) are re-run from
 scratch, finished ones are never repeated, and new proposals continue from the stored state.
@@ -56,6 +57,7 @@ from asi_jax.cognition.entries import ingest_asi_arch, load_jsonl, unique
 from asi_jax.cognition.index import IndexConfig
 from asi_jax.cognition.store import CognitionStore
 from asi_jax.evolution import bandit, fitness, islands, report, state, steering
+from asi_jax.evolution.backends import InfrastructureError, make_backend
 from asi_jax.evolution.config import EvolutionConfig, split_stage
 from asi_jax.evolution.db import DATABASE, Database
 from asi_jax.evolution.novelty import NoveltyIndex
@@ -71,11 +73,12 @@ STAGES = state.STAGES
 LEADERBOARD = report.LEADERBOARD
 # Fields of the config a resumed run may change (recorded in the database when it does).
 # Verification's promotions are made once: a changed `verify.promote` counts only before
-# verification began; more `verify.seeds` add seeds to everything verified.
+# verification began; more `verify.seeds` add seeds to everything verified. Where
+# evaluations run (backend, ray) changes no result: a run may resume on a cluster.
 RESUMABLE_CHANGES = (
-    "budget", "limits", "steering", "allow_llm_code_without_os_sandbox", "verify.promote",
-    "verify.limits", "verify.seeds", "verify.confidence", "verify.bootstrap_resamples",
-    "verify.ablate", "verify.max_ablations",
+    "budget", "limits", "steering", "allow_llm_code_without_os_sandbox", "backend", "ray",
+    "verify.promote", "verify.limits", "verify.seeds", "verify.confidence",
+    "verify.bootstrap_resamples", "verify.ablate", "verify.max_ablations",
 )  # fmt: skip
 _CANCEL_GRACE_SECONDS = 10.0  # how long a stopping run waits for cancelled evaluations
 _HEARTBEAT_SECONDS = 60.0  # a progress line at least this often while evaluations run
@@ -167,6 +170,8 @@ class Controller:
         try:
             self.workdir = self._exit.enter_context(hold(workdir, "evolution run"))
             self.isolation = self._sandbox_layers(config)
+            self.backend = make_backend(config, self.workdir, self.log)  # before the database
+            self._exit.callback(self.backend.close)
             self.db = Database(self.workdir / DATABASE)
             self._exit.callback(self.db.close)
             self._open(config, llm_transport)
@@ -620,6 +625,8 @@ class Controller:
             return self._evaluate(candidate, stage, engineer, reviser)
         except Cancelled:
             raise
+        except InfrastructureError as e:  # the backend's node died, past its retries
+            return Result(False, "infrastructure", str(e), None, None, (), candidate["code"])
         except Exception as e:
             reason = "".join(traceback.format_exception(e))[-2000:]
             return Result(False, "engineer", reason, None, None, (), candidate["code"])
@@ -631,8 +638,9 @@ class Controller:
             shutil.rmtree(folder)
         if candidate["kind"] == "baseline":
             return run_candidate(candidate["code"], engineer, folder, baseline=candidate["name"],
-                                 cancel=self._cancel)  # fmt: skip
-        return revise(candidate["code"], reviser, engineer, folder, cancel=self._cancel)
+                                 cancel=self._cancel, runner=self.backend.run_attempts)  # fmt: skip
+        return revise(candidate["code"], reviser, engineer, folder, cancel=self._cancel,
+                      runner=self.backend.run_attempts)  # fmt: skip
 
     # -- recording (controller thread) ---------------------------------------------------
     def record(self, candidate: dict, stage: str, result: Result) -> None:

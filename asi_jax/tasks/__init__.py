@@ -10,11 +10,14 @@ or a user's file) registers when its module is imported, with `register`.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
+import sys
 
 from asi_jax.tasks.base import Baseline, Figure, Figures, Task
 
-__all__ = ["Baseline", "Figure", "Figures", "Task", "get_task", "names", "register"]
+__all__ = ["Baseline", "Figure", "Figures", "Task", "get_task", "import_task_file", "names",
+           "register"]  # fmt: skip
 
 _REGISTRY: dict[str, type[Task]] = {}
 
@@ -48,3 +51,14 @@ def get_task(name: str) -> Task:
     if name not in _REGISTRY:
         raise ValueError(f"unknown task {name!r}; known tasks: {sorted(_REGISTRY)}")
     return _REGISTRY[name]()
+
+
+def import_task_file(module: str, path: str) -> None:
+    """Imports the file of a task defined outside asi_jax as `module` (once per process), so
+    the task registers and its classes unpickle: in a sandboxed worker or on a Ray node."""
+    if module in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(module, path)
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[module] = loaded  # dataclasses look their module up there
+    spec.loader.exec_module(loaded)
