@@ -22,6 +22,16 @@ def test_ci_runs_the_readme_test_command():
     assert _command_after("test-command") in ci_lines
 
 
+def test_ci_installs_chromium_and_its_absence_fails_the_browser_tests():
+    """The test command installs Debian's chromium before the suite where it is missing (as
+    root); CI sets CI=true, under which the browser tests fail instead of skipping."""
+    command = _command_after("test-command")
+    install = command.index("apt-get install -y -qq chromium")
+    assert command.startswith("(command -v chromium ||") and install < command.index("pytest")
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert ci_lines.index("export CI=true") < ci_lines.index(command)
+
+
 def test_run_command_names_an_existing_script():
     command = _command_after("run-command")
     scripts = re.findall(r"scripts/\w+\.py", command)
