@@ -14,8 +14,15 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
 # linear_attention compiles fastest of the baselines; verification is skipped.
-TINY = {"CANDIDATES": "1", "STEPS": "10", "BASELINES": "linear_attention",
-        "REFERENCE": "linear_attention", "PROMOTE": "0", "WORKERS": "1", "SIZE": "tiny"}  # fmt: skip
+TINY = {
+    "CANDIDATES": "1",
+    "STEPS": "10",
+    "BASELINES": "linear_attention",
+    "REFERENCE": "linear_attention",
+    "PROMOTE": "0",
+    "WORKERS": "1",
+    "SIZE": "tiny",
+}
 
 
 def _texts(cell) -> list[str]:
@@ -63,7 +70,7 @@ def test_the_notebook_runs_a_tiny_evolution_and_shows_its_report(tmp_path, monke
 
     markdown = [o["data"]["text/markdown"] for c in cells for o in c.outputs
                 if "text/markdown" in o.get("data", {})]  # fmt: skip
-    assert len(markdown) == 1 and "**explore**: 2 evaluated, 0 failed" in markdown[0]
+    assert len(markdown) == 1 and "**explore**: 2 evaluated, 0 failed; benchmark: " in markdown[0]
     for rank, row in enumerate(rows, 1):
         assert f"| {rank} | {row['name']} | {row['kind']} | evaluated |" in markdown[0]
 
