@@ -97,7 +97,8 @@ def test_the_reference_runs_first_and_alone_and_sets_each_stages_limits(tmp_path
     progress = [line for line in lines if line.startswith("[explore 5/5]")]
     assert progress and "failed 0" in progress[0] and "elapsed" in progress[0]
     assert "left in explore" in progress[0]
-    assert any(line.startswith("[verify 3/3]") for line in lines)
+    # verification counts every seed: 3 evaluations (a candidate, 2 baselines) x 3 seeds
+    assert any(line.startswith("[verify 9/9]") and "(seed " in line for line in lines)
 
 
 def test_a_reference_out_of_time_is_retried_once_at_doubled_limits(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from asi_jax.evolution import bandit, state, verification
-from asi_jax.evolution.config import EvolutionConfig
+from asi_jax.evolution.config import EvolutionConfig, split_stage
 from asi_jax.evolution.db import Database
 from asi_jax.tasks.base import Task
 
@@ -162,7 +162,7 @@ def stage_total(db: Database, config: EvolutionConfig, stage: str, done_rows: in
                 finished_proposing: bool) -> int | None:  # fmt: skip
     """Evaluations the stage will have run when it ends; None when only a wall or compute
     budget bounds exploration."""
-    if stage.startswith("verify") or finished_proposing:
+    if stage == "verify" or finished_proposing:
         return done_rows
     if not config.budget.candidates:
         return None
@@ -171,9 +171,11 @@ def stage_total(db: Database, config: EvolutionConfig, stage: str, done_rows: in
 
 def estimate_left(db: Database, config: EvolutionConfig, stage: str, total: int | None,
                   elapsed: float) -> str:  # fmt: skip
-    """Time left in the stage: the mean sandbox time of its finished evaluations, times
-    what remains, over the workers (the remaining wall budget when that is the bound)."""
-    finished = [r for r in db.evaluations(stage) if r["status"] != "pending"]
+    """Time left in the stage (every seed of verification): the mean sandbox time of its
+    finished evaluations, times what remains, over the workers (the remaining wall budget
+    when that is the bound)."""
+    finished = [r for s in state.seed_stages(db, stage) for r in db.evaluations(s)
+                if r["status"] != "pending"]  # fmt: skip
     b = config.budget
     if total is None:
         if stage == "explore" and b.wall_seconds:
@@ -188,13 +190,14 @@ def estimate_left(db: Database, config: EvolutionConfig, stage: str, total: int 
 
 def progress(db: Database, config: EvolutionConfig, task: Task, stage: str, candidate_id: int,
              *, elapsed: float, finished_proposing: bool) -> str:  # fmt: skip
-    """One line per finished evaluation: stage, finished/total, the outcome, the best so
-    far, failures, elapsed time and an estimate of the time left."""
-    rows = {r.id: r for r in state.records(db, stage)}
-    r = rows[candidate_id]
+    """One line per finished evaluation: stage (counting every seed of verification),
+    finished/total, the outcome, the best so far on that seed, failures, elapsed time and an
+    estimate of the time left."""
+    base, seed = split_stage(stage)
+    r = next(x for x in state.records(db, stage) if x.id == candidate_id)
+    every = [x for s in state.seed_stages(db, base) for x in state.records(db, s)]
     best = next(iter(state.ranked(db, stage)), None)
-    failures = collections.Counter(x.failure_stage for x in rows.values()
-                                   if x.status == "failed")  # fmt: skip
+    failures = collections.Counter(x.failure_stage for x in every if x.status == "failed")
     if r.status == "evaluated":
         figures = f"{task.loss.short} {r.loss:.4f}, {task.benchmark.short} {r.benchmark:.3f}"
         outcome = (f"fitness {r.fitness:.3f} ({figures})" if r.fitness is not None else
@@ -202,13 +205,14 @@ def progress(db: Database, config: EvolutionConfig, task: Task, stage: str, cand
                    "finishes)")  # fmt: skip
     else:
         outcome = f"{r.status} at {r.failure_stage}: {last_line(r.failure_reason)}"
-    done = sum(x.status != "pending" for x in rows.values())
-    total = stage_total(db, config, stage, len(rows), finished_proposing)
+    done = sum(x.status != "pending" for x in every)
+    total = stage_total(db, config, base, len(every), finished_proposing)
     leader = f"{best.name} {best.fitness:.3f}" if best else "none scored yet"
     failed = ", ".join(f"{n} at {k}" for k, n in failures.items()) or "0"
-    return (f"[{stage} {done}/{total or '?'}] {describe(config, db.candidate(r.id))}: "
+    on_seed = f" (seed {seed})" if base == "verify" else ""
+    return (f"[{base} {done}/{total or '?'}] {describe(config, db.candidate(r.id))}{on_seed}: "
             f"{outcome} | best {leader} | failed {failed} | {minutes(elapsed)} elapsed, "
-            f"{estimate_left(db, config, stage, total, elapsed)}")  # fmt: skip
+            f"{estimate_left(db, config, base, total, elapsed)}")  # fmt: skip
 
 
 def heartbeat(stage: str, running: dict[str, float], elapsed: float, now: float) -> str:
