@@ -58,7 +58,8 @@ def _row(name, kind, quantitative, loss, stage):
     return {"name": name, "kind": kind, "status": "evaluated", "fitness": quantitative + 0.5,
             "terms": {"quantitative": quantitative}, "loss": loss, "benchmark": 0.5,
             "failure_stage": None, "failure_reason": None, "compute_seconds": 1.0,
-            "folder": f"candidates/{name}/{stage}", "params": 10}  # fmt: skip
+            "folder": f"candidates/{name}/{stage}", "params": 10,
+            "recall": {"4": 1.0 - loss / 10, "8": None}}  # fmt: skip
 
 
 def test_the_summary_pairs_seeds_and_decides_by_the_interval():
@@ -76,6 +77,9 @@ def test_the_summary_pairs_seeds_and_decides_by_the_interval():
     assert steady["gain"]["quantitative"]["low"] == pytest.approx(0.2)
     assert steady["gain"]["loss_relative"]["mean"] == pytest.approx(0.25)
     assert steady["intervals"]["loss"]["n"] == 3 and steady["loss"] == pytest.approx(0.75)
+    # a task's nested figures (recall by number of pairs) get intervals and means too
+    assert steady["intervals"]["recall 4"]["mean"] == pytest.approx(0.925)
+    assert steady["recall"] == {"4": pytest.approx(0.925)} and "recall 8" not in steady["intervals"]
     assert summariser.beating(list(rows.values())) == ["steady"]  # not lucky, not the baseline
     # one failed seed: the candidate's verification failed, and says which seed
     by_stage["verify-2"][1] = {**by_stage["verify-2"][1], "status": "failed",

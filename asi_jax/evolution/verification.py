@@ -69,6 +69,20 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _figures(row: Mapping[str, Any]) -> dict[str, float]:
+    """A row's figures by name, a task's nested ones flattened ("recall 4" of recall {"4":
+    ...})."""
+    out = {}
+    for k, v in row.items():
+        if k in _NOT_FIGURES:
+            continue
+        if isinstance(v, Mapping):
+            out.update({f"{k} {j}": x for j, x in v.items() if _number(x)})
+        elif _number(v):
+            out[k] = v
+    return out
+
+
 def _quantitative(row: Mapping[str, Any]) -> float | None:
     return row["terms"]["quantitative"] if row.get("terms") else None
 
@@ -121,14 +135,21 @@ class Summariser:
         for name, first in tables[0].items():
             replicates = [t.get(name) for t in tables]
             done = [r for r in replicates if r is not None and r["status"] == "evaluated"]
-            figures = sorted({k for r in done for k, v in r.items()
-                              if k not in _NOT_FIGURES and _number(v)})  # fmt: skip
-            intervals = {k: self.interval([r[k] for r in done if _number(r[k])]) for k in figures}
+            per_seed = [_figures(r) for r in done]
+            figures = sorted({k for f in per_seed for k in f})
+            intervals = {k: self.interval([f[k] for f in per_seed if k in f]) for k in figures}
             quantitative = [q for r in done if (q := _quantitative(r)) is not None]
             intervals["quantitative"] = self.interval(quantitative)
             status, failure_stage, failure_reason = _status(replicates)
             gain = {k: self.interval(v) for k, v in _gains(replicates, references).items()}
-            means = {k: v["mean"] for k, v in intervals.items() if v and k != "quantitative"}
+            means: dict[str, Any] = {}
+            for k, v in intervals.items():  # nested figures back in their own dicts
+                if v and k != "quantitative":
+                    outer, _, inner = k.partition(" ") if k not in first else (k, "", "")
+                    if inner:
+                        means.setdefault(outer, {})[inner] = v["mean"]
+                    else:
+                        means[k] = v["mean"]
             out.append({
                 **first, **means, "stage": "verify", "status": status,
                 "failure_stage": failure_stage or first["failure_stage"],
