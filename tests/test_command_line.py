@@ -20,11 +20,10 @@ _EVOLVE_CASES = {
     "unknown_field": (
         [f"--config={QUICKSTART}", "--config.nosuchfield=1"],
         f"--config.nosuchfield: the config {QUICKSTART} has no field 'nosuchfield'; the config "
-        "has agents, allow_llm_code_without_os_sandbox, baselines, budget, check, cognition, "
-        "edit_modes, "
-        "explore, fitness, islands, limits, llm, max_attempts, max_proposal_tries, "
-        "novelty_threshold, pin_devices, reference_baseline, sampling, seed, task, verify, "
-        "workers",
+        "has agents, allow_llm_code_without_os_sandbox, backend, baselines, budget, check, "
+        "cognition, edit_modes, explore, fitness, islands, limits, llm, max_attempts, "
+        "max_proposal_tries, novelty_threshold, pin_devices, ray, reference_baseline, sampling, "
+        "seed, steering, task, verify, workers",
     ),
     "misspelt_field": (
         [f"--config={QUICKSTART}", "--config.budget.candidatez=3"],
