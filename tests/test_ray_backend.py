@@ -26,7 +26,7 @@ from asi_jax.evolution.config import EvolutionConfig, RayConfig
 from asi_jax.evolution.controller import DATABASE, Controller
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_task_boundary import CONFIG, _finished_evaluations, _ranking
+from test_task_boundary import CONFIG, _ranking, kill_9_mid_run
 
 pytest.importorskip("ray")
 _RAY = str(Path(sys.executable).parent / "ray")
@@ -239,15 +239,7 @@ def test_kill_9_of_the_controller_then_resume_on_ray(cluster, finished, tmp_path
     workdir = tmp_path / "run"
     script = _RUN.format(tests=str(Path(__file__).parent), address=cluster.address,
                          workdir=str(workdir))  # fmt: skip
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 300
-    while _finished_evaluations(workdir) < 5 and process.poll() is None:
-        assert time.monotonic() < deadline, "the run made no progress"
-        time.sleep(0.2)
-    assert process.poll() is None, process.stderr.read().decode()[-2000:]
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_9_mid_run(script, workdir)
     with Controller(on_ray(CONFIG, cluster.address), workdir, log=lambda _: None) as controller:
         board = controller.run()
     assert _ranking(board, "explore") == _ranking(finished, "explore")

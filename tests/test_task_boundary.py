@@ -150,9 +150,9 @@ def _finished_evaluations(workdir: Path) -> int:
             return 0
 
 
-def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_leaderboard(finished, tmp_path):
-    workdir = tmp_path / "run"
-    script = _RUN.format(tests=str(Path(__file__).parent), workdir=str(workdir))
+def kill_9_mid_run(script: str, workdir: Path, evaluations: int = 5) -> None:
+    """Runs `script` (an evolution into `workdir`) in a process group of its own and kills
+    it with SIGKILL once `evaluations` evaluations have finished, before it ends."""
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 300
@@ -162,6 +162,11 @@ def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_leaderboard(finished
     assert process.poll() is None, process.stderr.read().decode()[-2000:]
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_leaderboard(finished, tmp_path):
+    workdir = tmp_path / "run"
+    kill_9_mid_run(_RUN.format(tests=str(Path(__file__).parent), workdir=str(workdir)), workdir)
     with Controller(CONFIG, workdir, log=lambda _: None) as controller:
         board = controller.run()
     assert _ranking(board, "explore") == _ranking(finished, "explore")
