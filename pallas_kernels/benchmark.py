@@ -22,7 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import pallas_kernels as pk
+from pallas_kernels.pallas_chunk import pallas
 from pallas_kernels.testing import random_inputs
+from pallas_kernels.tuning import BlockConfig
 
 NOMINAL_CHUNK = 64
 FLA = "fla"
@@ -72,6 +74,8 @@ class Timing:
     # ||out - ref|| / ||ref|| against the float32 recurrence on the same inputs (the largest
     # over the gradients in fwd_bwd); None when not checked.
     relative_error: float | None = None
+    # Why the impl did not run (its error's first line); the figures above are then NaN.
+    failure: str | None = None
 
 
 def nominal_flops(op: str, shape: Shape, *, backward: bool) -> float:
@@ -87,12 +91,39 @@ def nominal_flops(op: str, shape: Shape, *, backward: bool) -> float:
     return float(per_chunk * chunks * (3 if backward else 1))
 
 
-def jax_callable(op: str, impl: str, mode: str, chunk_size: int | None) -> Callable:
-    """A jitted function of (q, k, v, *extras) running the op forward, or forward and backward."""
+def block_label(block: BlockConfig) -> str:
+    """The impl name of a Pallas run at `block`: "pallas C/warps/stages"."""
+    return f"pallas {block.chunk_size}/{block.num_warps}/{block.num_stages}"
+
+
+def parse_block(text: str) -> BlockConfig:
+    """CHUNK:WARPS:STAGES, e.g. "64:8:1", as a BlockConfig."""
+    try:
+        chunk_size, num_warps, num_stages = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise ValueError(f"a block is CHUNK:WARPS:STAGES (three ints), got {text!r}") from None
+    if min(chunk_size, num_warps, num_stages) < 1:
+        raise ValueError(f"a block's numbers must be positive, got {text!r}")
+    return BlockConfig(chunk_size, num_warps, num_stages)
+
+
+def jax_callable(
+    op: str, impl: str, mode: str, chunk_size: int | None, block: BlockConfig | None = None
+) -> Callable:
+    """A jitted function of (q, k, v, *extras) running the op forward, or forward and backward.
+
+    With `block`, the Pallas kernels run at that block config instead of the tuning table's.
+    """
     fn = pk.OPS[op]
 
     def forward(*args):
-        return fn(*args, impl=impl, chunk_size=chunk_size)[0]
+        if block is None:
+            return fn(*args, impl=impl, chunk_size=chunk_size)[0]
+        q, k, v = args[:3]
+        extras = dict(zip(pk.OP_EXTRA_ARGS[op], args[3:], strict=True))
+        gates = (extras.get("g"), extras.get("gk"), extras.get("beta"))
+        scale = q.shape[-1] ** -0.5
+        return pallas(q, k, v, *gates, None, scale=scale, output_final_state=False, block=block)[0]
 
     if mode == "fwd":
         return jax.jit(forward)
@@ -152,19 +183,22 @@ def bench_jax(
     dtype: str,
     *,
     chunk_size: int | None = None,
+    block: BlockConfig | None = None,
     warmup: int = 2,
     iters: int = 10,
     expected: Sequence | None = None,
 ) -> Timing:
-    """Times `impl`; with `expected` (see `reference`) also records its relative error."""
+    """Times `impl` (at `block`, see `jax_callable`); with `expected` (see `reference`) also
+    records its relative error."""
     args, _ = random_inputs(op, dataclasses.astuple(shape), dtype=jnp.dtype(dtype))
-    fn = jax_callable(op, impl, mode, chunk_size)
+    fn = jax_callable(op, impl, mode, chunk_size, block)
     seconds, first = time_call(fn, args, warmup=warmup, iters=iters)
     error = None
     if expected is not None:
         out = fn(*args)
         error = relative_error([out] if mode == "fwd" else out, expected)
-    return make_timing(op, impl, mode, shape, dtype, seconds, first, error)
+    label = impl if block is None else block_label(block)
+    return make_timing(op, label, mode, shape, dtype, seconds, first, error)
 
 
 def bench_fla(
@@ -239,28 +273,33 @@ def make_timing(
 
 def format_table(timings: Sequence[Timing], peak: float | None = None) -> str:
     """One row per timing: speed-up over the slowest impl of its (op, mode), time relative to
-    fla's where fla ran, and the fraction of `peak` FLOP/s where a peak is known."""
+    fla's where fla ran, and the fraction of `peak` FLOP/s where a peak is known. An impl that
+    failed gets its reason instead of figures."""
+    ran = [t for t in timings if t.failure is None]
     slowest: dict[tuple[str, str], float] = {}
     fla: dict[tuple[str, str], float] = {}
-    for t in timings:
+    for t in ran:
         key = (t.op, t.mode)
         slowest[key] = max(slowest.get(key, 0.0), t.seconds)
         if t.impl == FLA:
             fla[key] = t.seconds
-    header = (
-        f"{'op':<18}{'mode':<9}{'impl':<11}{'ms':>10}{'Mtok/s':>10}{'GFLOP/s':>10}{'speedup':>9}"
-    )
+    width = max([11, *(len(t.impl) + 1 for t in timings)])
+    header = f"{'op':<18}{'mode':<9}{'impl':<{width}}{'ms':>10}{'Mtok/s':>10}{'GFLOP/s':>10}"
+    header += f"{'speedup':>9}"
     header += f"{'vs fla':>9}" if fla else ""
     header += f"{'% peak':>8}" if peak else ""
-    checked = any(t.relative_error is not None for t in timings)
+    checked = any(t.relative_error is not None for t in ran)
     header += f"{'rel err':>10}" if checked else ""
     rows = [header, "-" * len(header)]
     for t in timings:
         key = (t.op, t.mode)
-        row = (
-            f"{t.op:<18}{t.mode:<9}{t.impl:<11}{t.seconds * 1e3:>10.2f}"
-            f"{t.tokens_per_second / 1e6:>10.3f}{t.flops_per_second / 1e9:>10.1f}"
-            f"{slowest[key] / t.seconds:>8.2f}x"
+        row = f"{t.op:<18}{t.mode:<9}{t.impl:<{width}}"
+        if t.failure is not None:
+            rows.append(f"{row}  fails: {t.failure[:100]}")
+            continue
+        row += (
+            f"{t.seconds * 1e3:>10.2f}{t.tokens_per_second / 1e6:>10.3f}"
+            f"{t.flops_per_second / 1e9:>10.1f}{slowest[key] / t.seconds:>8.2f}x"
         )
         if fla:
             row += f"{t.seconds / fla[key]:>8.2f}x" if key in fla else f"{'-':>9}"
@@ -281,6 +320,7 @@ def run(
     dtype: str,
     *,
     chunk_size: int | None = None,
+    blocks: Sequence[BlockConfig] = (),
     warmup: int = 2,
     iters: int = 10,
     check: bool = False,
@@ -288,8 +328,10 @@ def run(
 ) -> list[Timing]:
     """Times every (op, mode, impl) combination; logs one line per timing as it finishes.
 
-    `impls` may include "fla" (see `fla_available`). With `check`, every impl's output (or
-    gradients) is also compared with the float32 recurrence on the same inputs.
+    `impls` may include "fla" (see `fla_available`). With `blocks`, "pallas" runs once per
+    block config instead of at the tuning table's. With `check`, every impl's output (or
+    gradients) is also compared with the float32 recurrence on the same inputs. An impl that
+    raises (a kernel that does not launch, say) is recorded as failed and the rest still run.
     """
     for name, values, allowed in (
         ("ops", ops, tuple(pk.OPS)),
@@ -307,16 +349,48 @@ def run(
                 args, _ = random_inputs(op, dataclasses.astuple(shape), dtype=jnp.dtype(dtype))
                 expected = [np.asarray(x) for x in reference(op, mode, args)]
             for impl in impls:
-                if impl == FLA:
-                    t = bench_fla(
-                        op, mode, shape, dtype, warmup=warmup, iters=iters, expected=expected
-                    )
-                else:
-                    t = bench_jax(
+                for block in (blocks or [None]) if impl == "pallas" else [None]:
+                    t = _bench_or_failure(
                         op, impl, mode, shape, dtype,
-                        chunk_size=chunk_size, warmup=warmup, iters=iters, expected=expected,
+                        chunk_size=chunk_size, block=block, warmup=warmup, iters=iters,
+                        expected=expected,
                     )  # fmt: skip
-                error = "" if t.relative_error is None else f", rel err {t.relative_error:.1e}"
-                log(f"{op} {mode} {impl}: {t.seconds * 1e3:.2f} ms{error}")
-                timings.append(t)
+                    log(f"{op} {mode} {t.impl}: {_summary(t)}")
+                    timings.append(t)
     return timings
+
+
+def _bench_or_failure(
+    op: str,
+    impl: str,
+    mode: str,
+    shape: Shape,
+    dtype: str,
+    *,
+    chunk_size: int | None,
+    block: BlockConfig | None,
+    warmup: int,
+    iters: int,
+    expected: Sequence | None,
+) -> Timing:
+    """`bench_fla` or `bench_jax`; a failing impl gives a Timing that carries its error."""
+    label = block_label(block) if block is not None else impl
+    timing = dict(warmup=warmup, iters=iters, expected=expected)
+    try:
+        if impl == FLA:
+            return bench_fla(op, mode, shape, dtype, **timing)
+        return bench_jax(op, impl, mode, shape, dtype, chunk_size=chunk_size, block=block, **timing)
+    except Exception as e:  # a kernel that fails to launch is a result, not a crash
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        reason = f"{type(e).__name__}: {lines[0] if lines else ''}"
+        nan = float("nan")
+        return dataclasses.replace(
+            make_timing(op, label, mode, shape, dtype, nan, nan), failure=reason
+        )
+
+
+def _summary(t: Timing) -> str:
+    if t.failure is not None:
+        return f"fails: {t.failure}"
+    error = "" if t.relative_error is None else f", rel err {t.relative_error:.1e}"
+    return f"{t.seconds * 1e3:.2f} ms{error}"

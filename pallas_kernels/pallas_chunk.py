@@ -426,7 +426,7 @@ def _pad_last(x: Array | None, to: int) -> Array | None:
 
 @functools.partial(
     jax.jit,
-    static_argnames=("scale", "output_final_state", "chunk_size", "backend", "interpret"),
+    static_argnames=("scale", "output_final_state", "chunk_size", "block", "backend", "interpret"),
 )
 def pallas(
     q: Array,
@@ -440,14 +440,16 @@ def pallas(
     scale: float,
     output_final_state: bool,
     chunk_size: int | None = None,
+    block: BlockConfig | None = None,
     backend: str | None = None,
     interpret: bool | None = None,
 ) -> tuple[Array, Array | None]:
     """Chunk algorithm with the sequential part in Pallas; same contract as `chunk.chunk`.
 
     `backend` / `interpret` default to the default platform's (`platform_backend`);
-    `chunk_size` defaults to the tuning table's. Tests pass backend="mosaic", interpret=True
-    to check the TPU kernels on CPU.
+    `block` defaults to the tuning table's entry (`scripts/bench_kernels.py --blocks` sweeps
+    others to fill that table), and `chunk_size` overrides its chunk size. Tests pass
+    backend="mosaic", interpret=True to check the TPU kernels on CPU.
     """
     platform = jax.default_backend()
     default_backend, default_interpret = platform_backend(platform)
@@ -457,7 +459,7 @@ def pallas(
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     batch, seq_len, heads, key_dim = q.shape
     value_dim = v.shape[-1]
-    config = block_config(platform, key_dim, value_dim)
+    config = block or block_config(platform, key_dim, value_dim)
     size = chunk_size or config.chunk_size
     if backend == "triton" and size != _next_tile(size):
         raise ValueError(f"the Triton kernels need a power-of-two chunk_size >= 16, got {size}")

@@ -22,9 +22,10 @@ class BlockConfig:
 _TABLE: dict[str, tuple[tuple[int, BlockConfig], ...]] = {
     "gpu": (
         (64, BlockConfig(chunk_size=64, num_warps=4, num_stages=2)),
-        # Its backward asks for 288 KiB of shared memory on an H200 (227 KiB there): fails
-        # to launch (BENCHMARKS.md); "auto" does not run Pallas at this size.
-        (128, BlockConfig(chunk_size=64, num_warps=8, num_stages=2)),
+        # One pipeline stage: at 2 stages the backward asks for 288 KiB of shared memory, more
+        # than an H200 has (227 KiB), and does not launch. Swept on an H200 (BENCHMARKS.md):
+        # 64/8/1 runs both delta rules forward and backward, correct, faster than "chunk".
+        (128, BlockConfig(chunk_size=64, num_warps=8, num_stages=1)),
         (1 << 30, BlockConfig(chunk_size=32, num_warps=8, num_stages=1)),
     ),
     "tpu": (
@@ -54,6 +55,9 @@ def block_config(platform: str, key_dim: int, value_dim: int) -> BlockConfig:
 # runs the chunked XLA path.
 PALLAS_PROVEN: dict[tuple[str, str], frozenset[str]] = {
     # H200, bf16, K = V = 64: 0.36 vs 1.02 ms forward, 0.63 vs 1.33 ms forward + backward.
+    # The other four ops' kernels also beat "chunk" there, alone (gated delta rule 1.46 vs
+    # 2.17 ms forward + backward), yet configs/explore_20m.py (gated_deltanet) trains 4x slower
+    # with them (593 vs 146 ms a step, twice): until a training step is faster, not listed.
     ("gpu", "H200"): frozenset({"linear_attention"}),
 }
 

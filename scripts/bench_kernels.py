@@ -36,6 +36,12 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16", "float16"
 _CHUNK_SIZE = flags.DEFINE_integer(
     "chunk_size", None, "Chunk size of the chunk / pallas impls (default: each impl's own)."
 )
+_BLOCKS = flags.DEFINE_list(
+    "blocks",
+    [],
+    "Pallas block configs to sweep, each CHUNK:WARPS:STAGES (e.g. 64:8:1,32:4:2); "
+    "default: the tuning table's entry for this platform and head size.",
+)
 _FLA = flags.DEFINE_enum(
     "fla", "auto", ["auto", "yes", "no"], "Also time flash-linear-attention (auto: if it can run)."
 )
@@ -58,6 +64,7 @@ def main(argv: list[str]) -> None:
     if want_fla and benchmark.FLA not in impls:
         impls.append(benchmark.FLA)
     try:
+        blocks = [benchmark.parse_block(text) for text in _BLOCKS.value]
         timings = benchmark.run(
             _OPS.value,
             impls,
@@ -65,6 +72,7 @@ def main(argv: list[str]) -> None:
             shape,
             _DTYPE.value,
             chunk_size=_CHUNK_SIZE.value,
+            blocks=blocks,
             warmup=_WARMUP.value,
             iters=_ITERS.value,
             check=_CHECK.value,

@@ -99,3 +99,53 @@ def test_relative_error_exposes_a_wrong_output_and_non_finite_values():
     wrong = np.concatenate([ref, ref], axis=0) * 1.1  # cut to the reference's batch of 1
     assert benchmark.relative_error([wrong], [ref]) == pytest.approx(0.1)
     assert benchmark.relative_error([ref * np.nan], [ref]) == float("inf")
+
+
+def test_a_block_sweep_runs_pallas_once_per_block_and_checks_each():
+    blocks = [benchmark.parse_block("16:4:1"), benchmark.parse_block("32:8:2")]
+    timings = benchmark.run(
+        ["delta_rule"], ["chunk", "pallas"], ["fwd_bwd"], benchmark.Shape(1, 64, 1, 8, 8),
+        "float32", blocks=blocks, warmup=0, iters=1, check=True,
+    )  # fmt: skip
+    assert [t.impl for t in timings] == ["chunk", "pallas 16/4/1", "pallas 32/8/2"]
+    assert all(t.failure is None and t.relative_error < 1e-4 for t in timings)
+
+
+@pytest.mark.parametrize("text", ["64:8", "64:8:x", "0:4:1"])
+def test_a_malformed_block_is_refused(text):
+    with pytest.raises(ValueError, match="block"):
+        benchmark.parse_block(text)
+
+
+def test_an_impl_that_fails_is_recorded_and_the_others_still_run(monkeypatch):
+    real = benchmark.bench_jax
+
+    def bench_jax(op, impl, *args, **kwargs):
+        if impl == "pallas":
+            raise RuntimeError("Shared memory size limit exceeded: requested 294912\ntraceback")
+        return real(op, impl, *args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "bench_jax", bench_jax)
+    timings = benchmark.run(
+        ["linear_attention"], ["pallas", "chunk"], ["fwd"], benchmark.Shape(1, 32, 1, 8, 8),
+        "float32", chunk_size=16, warmup=0, iters=1,
+    )  # fmt: skip
+    failed, ran = timings
+    assert failed.failure == "RuntimeError: Shared memory size limit exceeded: requested 294912"
+    assert np.isnan(failed.seconds) and ran.failure is None and ran.seconds > 0
+    table = benchmark.format_table(timings)
+    assert "fails: RuntimeError: Shared memory" in table and "1.00x" in table
+
+
+def test_script_sweeps_blocks_and_refuses_a_bad_one(tmp_path):
+    base = [sys.executable, str(ROOT / "scripts" / "bench_kernels.py"), "--ops=linear_attention"]
+    base += ["--impls=pallas", "--modes=fwd", "--batch=1", "--seq_len=32", "--heads=1"]
+    base += ["--key_dim=8", "--value_dim=8", "--iters=1", "--warmup=0", "--fla=no"]
+    out = tmp_path / "k.json"
+    run = subprocess.run(
+        [*base, "--blocks=16:4:1", f"--output={out}"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert run.returncode == 0, run.stderr
+    assert [t["impl"] for t in json.loads(out.read_text())["timings"]] == ["pallas 16/4/1"]
+    bad = subprocess.run([*base, "--blocks=16:4"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode != 0 and "CHUNK:WARPS:STAGES" in bad.stderr
