@@ -5,8 +5,8 @@
 
 Running the same command again resumes from the workdir's latest checkpoint.
 
-Multi-host (baselines only; a mixer file is refused, see asi_jax/train/distributed.py): run
-the same command on every host, with the same --workdir on a shared filesystem, adding
+Multi-host: run the same command on every host, with the same --workdir on a shared
+filesystem (a mixer file is traced in the sandbox there, see asi_jax/train/exported.py), adding
 
     --coordinator=HOST0:PORT --num_processes=N --process_id=I
 

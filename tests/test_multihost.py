@@ -1,6 +1,6 @@
 """Multi-host training on one machine: two `jax.distributed` processes of 4 simulated CPU
 devices each train as one process with 8 does, their collectively written checkpoint restores
-on one process, and a mixer file is refused on that path (it would run outside the sandbox).
+on one process, and a mixer file trains there through programs traced in the sandbox.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import pytest
 from train_testing import losses, tiny_dict, write_config_file
 
 from asi_jax.candidates.sandbox import scrubbed_environment
-from asi_jax.train.distributed import DistributedConfig, refuse_untrusted_mixer
-from asi_jax.train.run import run
+from asi_jax.train.distributed import DistributedConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATE = ROOT / "tests" / "candidates" / "good_gated_delta.py"
@@ -123,28 +122,54 @@ def test_settings_from_the_environment():
             DistributedConfig(**bad)
 
 
-def test_mixer_files_are_refused_on_the_multi_host_path(tmp_path):
-    """Refused before any rendezvous (no coordinator listens on port 1) and before the file is
-    read; baselines pass, and one host still takes the file."""
-    job = DistributedConfig("127.0.0.1:1", 2, 0)
-    with pytest.raises(ValueError, match="outside the sandbox"):
-        run(tiny_dict(str(CANDIDATE)), tmp_path / "run", job)
-    assert not (tmp_path / "run").exists()
-    refuse_untrusted_mixer("deltanet", job)
-    refuse_untrusted_mixer(str(CANDIDATE), DistributedConfig())
-    with pytest.raises(ValueError, match="not a baseline"):
-        refuse_untrusted_mixer(str(CANDIDATE), DistributedConfig(auto=True))
+@pytest.mark.slow
+def test_a_mixer_file_trains_on_two_processes_through_the_sandbox_as_on_one(tmp_path):
+    """Each process has the file traced in a sandboxed worker and runs the programs; the
+    losses are those of the file trained in one trusted process with 8 devices."""
+    config = tiny_dict(str(CANDIDATE), steps=6, log_every=2, mesh_data=2, mesh_fsdp=4)
+    config_file = write_config_file(tmp_path / "config.py", config)
+    shared = tmp_path / "two"
+    coordinator = f"127.0.0.1:{_free_port()}"
+    commands = [[sys.executable, "scripts/train.py", f"--config={config_file}",
+                 f"--workdir={shared}", f"--coordinator={coordinator}", "--num_processes=2",
+                 f"--process_id={i}"] for i in range(2)]  # fmt: skip
+    _run_together(commands, _env(4), tmp_path / "logs")
+    for i in range(2):  # each process traced its own copy, in its own folder
+        assert (shared / "programs" / f"process{i}" / "program" / "step.bin").is_file()
+    assert json.loads((shared / "run.json").read_text())["program"].endswith("program")
 
-
-def test_train_script_refuses_a_mixer_file_on_the_multi_host_path(tmp_path):
-    config = write_config_file(tmp_path / "config.py", tiny_dict(str(CANDIDATE)))
+    single = tmp_path / "one"
     done = subprocess.run(
-        [sys.executable, "scripts/train.py", f"--config={config}", f"--workdir={tmp_path / 'w'}",
-         "--coordinator=127.0.0.1:1", "--num_processes=2", "--process_id=1"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120, env=_env(1),
+        [sys.executable, "scripts/train.py", f"--config={config_file}", f"--workdir={single}"],
+        capture_output=True, text=True, env=_env(8), cwd=ROOT, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    two, one = losses(shared), losses(single)
+    assert sorted(two) == sorted(one) == [2, 4, 6]
+    np.testing.assert_allclose([two[s] for s in sorted(one)], [one[s] for s in sorted(one)],
+                               rtol=1e-4)  # fmt: skip
+
+
+def test_a_mixer_file_that_fails_the_policy_is_refused_before_any_rendezvous(tmp_path):
+    """The static policy runs before the rendezvous and the sandbox, as for a candidate's
+    file: nothing is traced, and no process waits for the others."""
+    hostile = tmp_path / "hostile.py"
+    hostile.write_text(CANDIDATE.read_text() + "\nimport os\nos.system('touch pwned')\n")
+    done = subprocess.run(
+        [sys.executable, "scripts/train.py",
+         f"--config={write_config_file(tmp_path / 'config.py', tiny_dict(str(hostile)))}",
+         f"--workdir={tmp_path / 'w'}", f"--coordinator=127.0.0.1:{_free_port()}",
+         "--num_processes=2", "--process_id=0"],  # nobody else joins: it must not wait
+        capture_output=True, text=True, cwd=ROOT, timeout=300, env=_env(1),
     )  # fmt: skip
     assert done.returncode == 2, done.stderr[-2000:]
-    assert "outside the sandbox" in done.stderr
+    assert "does not pass the sandbox's policy" in done.stderr
+    assert not (ROOT / "pwned").exists() and not (tmp_path / "w" / "pwned").exists()
+    assert not (tmp_path / "w" / "programs" / "process0" / "program").exists()
+
+
+def test_train_script_needs_a_coordinator_for_several_processes(tmp_path):
+    config = write_config_file(tmp_path / "config.py", tiny_dict(str(CANDIDATE)))
     done = subprocess.run(
         [sys.executable, "scripts/train.py", f"--config={config}", f"--workdir={tmp_path / 'w'}",
          "--num_processes=2"],

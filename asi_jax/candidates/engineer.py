@@ -25,7 +25,7 @@ from typing import Any
 
 from asi_jax.candidates.policy import check_source
 from asi_jax.candidates.sandbox import Limits, SandboxResult, run_worker
-from asi_jax.candidates.worker import CANDIDATE_FILE
+from asi_jax.candidates.worker import CANDIDATE_FILE, PROGRAM_FOLDER
 from asi_jax.tasks import Task, get_task
 from asi_jax.train.config import ExperimentConfig, to_dict
 
@@ -246,3 +246,49 @@ def evaluate_candidate_run(
     if not outcome.response["ok"]:
         raise RuntimeError(f"evaluation in the sandbox failed:\n{outcome.response['reason']}")
     return outcome.response["eval"]
+
+
+def check_mixer_source(source_file: str | Path, task: str = "linear_attention") -> str:
+    """The file's source, when it passes the task's static policy (as a candidate's must);
+    raises ValueError naming the first violation."""
+    source = Path(source_file).read_text()
+    violations = check_source(source, get_task(task).policy)
+    if violations:
+        raise ValueError(f"{source_file} does not pass the sandbox's policy: {violations[0]}")
+    return source
+
+
+def export_training_program(
+    source_file: str | Path,
+    experiment: ExperimentConfig,
+    folder: str | Path,
+    *,
+    platform: str,
+    devices: int,
+    eval_rows: Sequence[int],
+    limits: Limits | None = None,
+    task: str = "linear_attention",
+) -> Path:
+    """Traces a multi-host run of the mixer in `source_file` in a sandboxed worker, on
+    `devices` simulated CPU devices for `platform`, and returns the folder of its programs
+    (`folder`/program; see `asi_jax.train.exported`, whose loader checks them: the
+    candidate could write anything there). The source passes the static policy first, as a
+    candidate's does. Raises ValueError with the reason when it does not, RuntimeError when
+    the export fails."""
+    source = check_mixer_source(source_file, task)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CANDIDATE_FILE).write_text(source)
+    request = {"job": "export", "task": task, "train": to_dict(experiment),
+               "export": {"platform": platform, "devices": devices,
+                          "eval_rows": [int(r) for r in eval_rows]}}  # fmt: skip
+    outcome = run_worker(request, folder, limits or Limits())
+    if not outcome.ok:
+        raise RuntimeError(f"tracing {source_file} in the sandbox failed: {outcome.error}\n"
+                           f"{outcome.output_tail[-1500:]}")  # fmt: skip
+    if not outcome.response["ok"]:
+        raise RuntimeError(
+            f"tracing {source_file} in the sandbox failed "
+            f"({outcome.response['stage']}):\n{outcome.response['reason']}"
+        )
+    return folder / PROGRAM_FOLDER

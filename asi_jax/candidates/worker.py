@@ -5,6 +5,8 @@ one JSON request from stdin, naming a job and the task (`asi_jax.tasks`) whose c
     {"job": "check" | "evaluate", "task": name, "check": {...}, "train": {...} | None,
      "baseline": name | None}
     {"job": "evaluate_checkpoint", "task": name, "evaluate": {step, kv_pairs, eval_examples}}
+    {"job": "export", "task": name, "train": {...}, "export": {platform, devices, eval_rows}}
+        (a multi-host run's programs, see asi_jax.train.exported)
     {"job": "environment"}
 plus what the parent adds (limits, the wall's paths, the response channel and its token).
 While it is still its only thread it sets its resource limits and applies Landlock to itself
@@ -47,6 +49,7 @@ from asi_jax.candidates.sandbox import Limits, apply_limits  # noqa: E402
 
 CANDIDATE_FILE = "candidate.py"
 TRAIN_FOLDER = "train"  # the training run's workdir, inside the candidate's folder
+PROGRAM_FOLDER = "program"  # an "export" job's programs, inside the candidate's folder
 
 _BLOCKED_PREFIXES = ("socket.", "subprocess.", "ctypes.", "os.exec", "os.spawn", "os.posix_spawn")
 # Read-only lookups of the machine's own name (TensorBoard names its event files with it).
@@ -199,6 +202,13 @@ def handle(request: dict, workdir: Path, data: Sequence[str], layers: dict[str, 
         except BaseException as e:
             return judged({"ok": False, "stage": "evaluate", "reason": _trimmed_traceback(e)})
         return judged({"ok": True, "stage": None, "reason": None, "eval": result})
+    if job == "export":  # the user's own model for a multi-host run: traced, not judged
+        try:
+            manifest = task.export_program(symbol, request["train"], workdir / PROGRAM_FOLDER,
+                                           request["export"])  # fmt: skip
+        except BaseException as e:
+            return judged({"ok": False, "stage": "export", "reason": _trimmed_traceback(e)})
+        return judged({"ok": True, "stage": None, "reason": None, "export": manifest})
     report = task.check(symbol, request["check"], _trimmed_traceback)
     if job == "check" or not report["ok"]:
         return judged({**report, "check": report})
@@ -268,6 +278,10 @@ def main() -> None:
     limits = Limits(**request.pop("limits"))
     apply_limits(limits)  # before any heavy import
     wall = request.pop("wall")
+    if request["job"] == "export":  # the job's whole mesh, simulated on this CPU
+        os.environ["JAX_PLATFORMS"] = "cpu"
+        devices = int(request["export"]["devices"])
+        os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     try:  # still the only thread: nothing has imported JAX yet
         layers = _wall(wall, workdir)
     except OSError as e:

@@ -160,3 +160,9 @@ class Task(abc.ABC):
                             ) -> dict[str, Any]:  # fmt: skip
         """Re-evaluates a finished training run in `workdir` (scripts/evaluate.py)."""
         raise NotImplementedError(f"the task {self.name} has no checkpoint re-evaluation")
+
+    def export_program(self, symbol: Any, train: Mapping[str, Any], folder: Path,
+                       options: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+        """Writes the training programs of a multi-host run of `symbol` to `folder` (run
+        outside the sandbox; see `asi_jax.train.exported`); returns their manifest."""
+        raise NotImplementedError(f"the task {self.name} has no multi-host programs")

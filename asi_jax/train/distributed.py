@@ -1,7 +1,6 @@
 """Joining a multi-host job: the one place `jax.distributed` is initialised.
 
     settings = DistributedConfig.from_env()      # or built from scripts/train.py's flags
-    refuse_untrusted_mixer(mixer, settings)      # before any rendezvous
     initialize(settings)                         # before anything else touches JAX's backends
 
 Every process of the job runs the same command with its own `process_id`; process 0 hosts the
@@ -10,8 +9,9 @@ uses JAX's names, so a launcher (SLURM, a pod's startup script, a test) can set 
 of flags: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID. A Cloud TPU pod slice
 needs none of them: TPU_WORKER_HOSTNAMES (set on each of its VMs) lets JAX find the rest.
 
-Candidate code never runs here: the sandbox cannot join a multi-host job (see
-`refuse_untrusted_mixer`), so on this path only the baselines train.
+A mixer file's Python never runs in a process of the job: the sandbox's network namespace
+shuts the coordinator and the collectives out, so each process has the file traced in a
+sandboxed worker and runs the programs it wrote (`asi_jax.train.exported`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import os
 from collections.abc import Mapping
 
 import jax
-
-from asi_jax.models.mixers import MIXERS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,19 +71,3 @@ def initialize(settings: DistributedConfig) -> None:
         process_id=settings.process_id,
         initialization_timeout=settings.timeout_seconds,
     )
-
-
-def refuse_untrusted_mixer(mixer: str, settings: DistributedConfig) -> None:
-    """Raises ValueError when a multi-host job names a mixer file: it would run outside the
-    sandbox, which cannot join such a job. Its network namespace (bubblewrap's --unshare-net)
-    is all or nothing, and Landlock's TCP rules name ports, never hosts; the coordinator's
-    port alone would not do either, since the collectives (gloo on CPU, NCCL on GPU, the TPU
-    runtime across hosts) bind and connect to ports picked at run time."""
-    if settings.multi_host and mixer not in MIXERS:
-        raise ValueError(
-            f"mixer {mixer!r} is not a baseline; a multi-host job would run it outside the "
-            "sandbox, and the sandbox cannot join one (its network namespace and Landlock "
-            "block the coordinator and the collectives' connections). Train mixer files on "
-            "one host, where the sandbox runs them (scripts/evolve.py, scripts/check_candidate"
-            f".py), or name a baseline: {', '.join(sorted(MIXERS))}"
-        )

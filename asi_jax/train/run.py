@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
@@ -9,10 +10,13 @@ from typing import Any
 
 import jax
 
-from asi_jax.train import distributed
-from asi_jax.train.config import from_config_dict
+from asi_jax.candidates.engineer import check_mixer_source, export_training_program
+from asi_jax.models.mixers import MIXERS
+from asi_jax.train import distributed, heldout
+from asi_jax.train.config import ExperimentConfig, from_config_dict
+from asi_jax.train.exported import eval_row_counts
 from asi_jax.train.trainer import train
-from asi_jax.workdir import hold
+from asi_jax.workdir import hold, is_remote
 
 
 def run(
@@ -26,7 +30,32 @@ def run(
     multi-host job passes the same `workdir`, on a filesystem they share."""
     experiment = from_config_dict(config)
     settings = settings or distributed.DistributedConfig.from_env()
-    distributed.refuse_untrusted_mixer(experiment.mixer, settings)
+    sandboxed = settings.multi_host and experiment.mixer not in MIXERS
+    if sandboxed and experiment.evals.benchmarks:
+        raise ValueError(
+            "a multi-host run of a mixer file trains and evaluates held-out loss; "
+            "downstream benchmarks run on its checkpoint afterwards "
+            "(scripts/evaluate_downstream.py), so leave evals.benchmarks empty"
+        )
+    if sandboxed:  # before any rendezvous: a refused file keeps no other host waiting
+        check_mixer_source(experiment.mixer)
     distributed.initialize(settings)
+    program = sandboxed_program(experiment, workdir) if sandboxed else None
     with hold(workdir, "training run") if jax.process_index() == 0 else nullcontext(workdir):
-        return train(experiment, workdir)
+        return train(experiment, workdir, program=program)
+
+
+def sandboxed_program(experiment: ExperimentConfig, workdir: str | Path) -> Path:
+    """This process's copy of the run's programs, traced from the mixer file in a sandboxed
+    worker (asi_jax.train.exported): the file's Python never runs in this process, which
+    holds the job's network. Each process traces its own, in its own folder."""
+    index = jax.process_index()
+    local = tempfile.mkdtemp(prefix="asi_jax_program_") if is_remote(workdir) else workdir
+    folder = Path(local) / "programs" / f"process{index}"
+    device = jax.devices()[0]
+    platform = device.platform
+    if platform == "gpu":
+        platform = "rocm" if "rocm" in device.client.platform_version.lower() else "cuda"
+    rows = eval_row_counts(heldout.eval_sets(experiment.data))
+    return export_training_program(experiment.mixer, experiment, folder, platform=platform,
+                                   devices=jax.device_count(), eval_rows=rows)  # fmt: skip

@@ -300,6 +300,7 @@ def train(
     isolation: dict[str, Any] | None = None,
     optimizer: OptimizerFactory | None = None,
     optimizer_label: str | None = None,
+    program: Path | None = None,
 ) -> dict[str, Any]:
     """Trains (or resumes) the experiment in `workdir`; returns what result.json holds.
 
@@ -310,11 +311,13 @@ def train(
     the sandbox layers the run is confined by, for run.json (None: not sandboxed).
     `optimizer` replaces the config's AdamW (see `make_optimizer`); `optimizer_label` names
     it in run.json and result.json ("optimizer"; absent when the config's AdamW trained).
+    `program`: a folder of programs traced in the sandbox (`asi_jax.train.exported`), run
+    instead of tracing the model here: a mixer file's multi-host run.
     """
     with pk.default_impl(config.train.kernel_impl):
         return _train(
             config, workdir, mesh=mesh, mixer=mixer, log=log, isolation=isolation,
-            optimizer=optimizer, optimizer_label=optimizer_label,
+            optimizer=optimizer, optimizer_label=optimizer_label, program=program,
         )  # fmt: skip
 
 
@@ -328,6 +331,7 @@ def _train(
     isolation: dict[str, Any] | None,
     optimizer: OptimizerFactory | None,
     optimizer_label: str | None,
+    program: Path | None,
 ) -> dict[str, Any]:
     workdir = epath.Path(workdir) if is_remote(workdir) else Path(workdir)
     config.evals.check_files()  # a missing benchmark file fails before training, not after
@@ -339,11 +343,18 @@ def _train(
                   "kernels": {op: pk.resolve_impl("auto", op) for op in pk.OPS}}  # fmt: skip
     if optimizer is not None:
         run_record["optimizer"] = optimizer_label or "candidate"
+    if program is not None:
+        run_record["program"] = str(program)
     primary = jax.process_index() == 0  # a multi-host job's processes share the workdir
     if primary:
         (workdir / "run.json").write_text(json.dumps(run_record, indent=2) + "\n")
 
-    trainer = Trainer(config, mesh, mixer, optimizer)
+    if program is not None:
+        from asi_jax.train.exported import ProgramTrainer  # it builds on this module
+
+        trainer = ProgramTrainer(config, mesh, program)
+    else:
+        trainer = Trainer(config, mesh, mixer, optimizer)
     state = trainer.init_state()
     iterator = train_iterator(config.data)
     eval_sets = heldout.eval_sets(config.data)

@@ -124,7 +124,7 @@ class LinearAttentionTask(Task):
     default_reference = "deltanet"
     cognition_file = Path(__file__).with_name("cognition.jsonl")
     worker_modules = ("asi_jax.models.mixers", "asi_jax.train.config", "asi_jax.train.trainer",
-                      "asi_jax.evals.checkpoint")  # fmt: skip
+                      "asi_jax.evals.checkpoint", "asi_jax.train.exported")  # fmt: skip
 
     @property
     def contract(self) -> str:
@@ -242,6 +242,15 @@ class LinearAttentionTask(Task):
         from asi_jax.evals.checkpoint import evaluate_run
 
         return evaluate_run(workdir, mixer=symbol, **options)
+
+    def export_program(self, symbol: type, train: Mapping[str, Any], folder: Path,
+                       options: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+        from asi_jax.train.config import from_config_dict
+        from asi_jax.train.exported import export_program
+
+        config = from_config_dict(train)
+        return export_program(config, symbol, folder, platform=str(options["platform"]),
+                              eval_rows=[int(r) for r in options["eval_rows"]])  # fmt: skip
 
 
 def parameter_budget(check: checker.CheckConfig, reference: str) -> tuple[int, int]:
