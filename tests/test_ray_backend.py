@@ -6,6 +6,7 @@ then the run resumes on Ray."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -19,14 +20,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from asi_jax.evolution.backends import BackendError
-from asi_jax.evolution.config import EvolutionConfig, RayConfig
+from asi_jax.candidates.engineer import EngineerConfig
+from asi_jax.evolution.backends import BackendError, RayBackend
+from asi_jax.evolution.config import EvolutionConfig, RayConfig, VerifyConfig
 from asi_jax.evolution.controller import DATABASE, Controller
+from asi_jax.train.config import to_dict
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_task_boundary import CONFIG, _ranking, kill_9_mid_run
+from train_testing import losses, tiny, write_config_file
 
 pytest.importorskip("ray")
 _RAY = str(Path(sys.executable).parent / "ray")
@@ -251,7 +256,7 @@ def test_kill_9_of_the_controller_then_resume_on_ray(cluster, finished, tmp_path
 @pytest.mark.slow
 def test_a_resource_no_node_has_is_refused_before_anything_runs(cluster, tmp_path):
     with pytest.raises(BackendError, match=r"no node of the Ray cluster .*\{'CPU': 1.0, "
-                                           r"'TPU': 4.0\}; its nodes have"):  # fmt: skip
+                                           r"'TPU': 4.0\}\); its nodes have"):  # fmt: skip
         Controller(on_ray(CONFIG, cluster.address, resources=(("TPU", 4),)), tmp_path / "a",
                    log=lambda _: None)  # fmt: skip
     assert not (tmp_path / "a" / DATABASE).exists()  # refused before the database
@@ -267,3 +272,53 @@ def test_a_cluster_that_is_not_there_and_pinning_on_ray_are_refused(tmp_path):
         dataclasses.replace(on_ray(CONFIG, "auto"), pin_devices=True)
     with pytest.raises(ValueError, match=r"ray.resources are \(name, amount\) pairs"):
         RayConfig(resources=("TPU",))
+    with pytest.raises(ValueError, match=r"verify\.hosts=2 spreads a verification run"):
+        dataclasses.replace(CONFIG, verify=VerifyConfig(promote=1, seeds=1, hosts=2))
+    with pytest.raises(ValueError, match=r"verify\.hosts must be >= 1"):
+        VerifyConfig(hosts=0)
+
+
+_MULTI_HOST_CANDIDATE = Path(__file__).parent / "candidates" / "good_gated_delta.py"
+
+
+@pytest.mark.slow
+def test_a_verification_runs_as_one_job_over_two_nodes_as_one_process_would(cluster, tmp_path):
+    """verify.hosts=2: the candidate's run is one jax.distributed job of two processes on the
+    two worker nodes (its file traced in each node's sandbox), with the losses of the file
+    trained in one process of 2 devices; a baseline trains the same way; the controller asks
+    for it in verification only."""
+    config = on_ray(CONFIG, cluster.address)
+    config = dataclasses.replace(config, verify=VerifyConfig(promote=1, seeds=1, hosts=2))
+    with Controller(config, tmp_path / "run", log=lambda _: None) as controller:
+        assert controller.engineer_config("verify-2").hosts == 2
+        assert controller.engineer_config("explore").hosts == 1
+    backend = RayBackend(RayConfig(address=cluster.address), tmp_path, log=lambda _: None)
+    try:
+        experiment = tiny("deltanet", steps=6, log_every=2)
+        engineer = EngineerConfig(task="linear_attention", train=experiment, hosts=2)
+        source = _MULTI_HOST_CANDIDATE.read_text()
+        (attempt,) = backend.run_attempts(1, source, engineer, tmp_path / "cand" / "verify",
+                                          None, None)  # fmt: skip
+        assert attempt.ok, attempt.reason
+        run = json.loads((tmp_path / "cand" / "verify" / "train" / "run.json").read_text())
+        assert run["mesh"] == {"data": 2, "fsdp": 1} and run["program"]
+        (baseline,) = backend.run_attempts(
+            1, "deltanet", engineer, tmp_path / "base" / "verify", "deltanet", None
+        )
+        assert baseline.ok and baseline.train["status"] == "completed", baseline.reason
+    finally:
+        backend.close()
+    single = tmp_path / "single"
+    config_file = write_config_file(
+        tmp_path / "single.py",
+        {**to_dict(experiment), "mixer": str(_MULTI_HOST_CANDIDATE)},
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}  # fmt: skip
+    done = subprocess.run([sys.executable, "scripts/train.py", f"--config={config_file}",
+                           f"--workdir={single}"], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).parents[1], timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    two, one = losses(tmp_path / "cand" / "verify" / "train"), losses(single)
+    assert sorted(two) == sorted(one) == [2, 4, 6]
+    np.testing.assert_allclose([two[s] for s in one], [one[s] for s in one], rtol=1e-4)

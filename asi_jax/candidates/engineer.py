@@ -46,6 +46,9 @@ class EngineerConfig:
     # (traced-program fingerprint, name) of earlier candidates: a candidate whose check finds
     # one of these fingerprints is a structural duplicate and is not trained.
     known_structures: tuple[tuple[str, str], ...] = ()
+    # Processes of the training run, one per node, joined by jax.distributed: a backend that
+    # spreads work over nodes (Ray) runs it so; 1: one sandboxed process (run_attempts).
+    hosts: int = 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,13 @@ database's only writer. On Ray, a thread of the controller's pool waits on each 
 in a node-local scratch folder, copies that folder to shared storage (`ray.storage`, an
 `etils.epath` folder, local or gs://; by default the workdir) and returns the attempts.
 
+A verification with `verify.hosts` > 1 (EngineerConfig.hosts) runs as one `jax.distributed`
+job over that many nodes: a placement group of one bundle per node (STRICT_SPREAD), and on
+each a Ray task that starts `scripts/train.py` as process i of the job, with the coordinator on
+the first bundle's node and the workdir on shared storage. There train.py has the candidate's
+file traced in the node's sandbox and runs the programs (`asi_jax.train.exported`); a
+baseline, our own code, trains directly. Process 0's result.json is the evaluation's result.
+
 A node or Ray worker that dies (a Ray system error, not the candidate's failure, which comes
 back as a failed attempt and is never retried) sends the evaluation to another try, logged,
 up to `ray.max_retries` times; after that the evaluation is recorded as failed with failure
@@ -24,9 +31,13 @@ only for backend="ray".
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import pickle
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -36,10 +47,18 @@ from typing import Any
 
 from etils import epath
 
-from asi_jax.candidates.engineer import Attempt, EngineerConfig, run_attempts, task_file
+import asi_jax
+from asi_jax.candidates.engineer import (
+    Attempt,
+    EngineerConfig,
+    code_hash,
+    run_attempts,
+    task_file,
+)
 from asi_jax.candidates.sandbox import Cancelled
 from asi_jax.evolution.config import EvolutionConfig, RayConfig
 from asi_jax.tasks import get_task, import_task_file
+from asi_jax.train.config import to_dict
 
 _POLL_SECONDS = 0.25  # how often a thread waiting on a Ray task looks at the cancel event
 INSTALL = "pip install 'asi-jax[ray]'"
@@ -59,6 +78,8 @@ class LocalBackend:
     def run_attempts(self, first: int, source: str, config: EngineerConfig, folder: Path,
                      baseline: str | None, cancel: threading.Event | None
                      ) -> list[Attempt]:  # fmt: skip
+        if config.hosts > 1:
+            raise BackendError(f"a run over {config.hosts} hosts needs backend='ray'")
         return run_attempts(first, source, config, folder, baseline, cancel)
 
     def close(self) -> None:
@@ -111,6 +132,60 @@ def _on_node(payload: bytes, task_module: str | None, task_path: str | None,
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return attempts
+
+
+TRAIN_SCRIPT = Path(asi_jax.__file__).resolve().parents[1] / "scripts" / "train.py"
+_OUTPUT_TAIL = 3000  # characters of a process's output kept in a failed evaluation's reason
+
+
+def _coordinator() -> str:
+    """This node's address and a port free on it now: where process 0 of a job listens."""
+    import ray
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    return f"{ray.util.get_node_ip_address()}:{port}"
+
+
+def _host_process(index: int, hosts: int, coordinator: str, experiment: dict,
+                  source: str, baseline: str | None, workdir: str,
+                  wall_seconds: float) -> dict:  # fmt: skip
+    """The Ray task of one host: `scripts/train.py` as process `index` of `hosts`, training
+    into `workdir` (shared by all of them), killed after `wall_seconds`. Returns its exit
+    code, the tail of its output and, from process 0, result.json's data."""
+    scratch = Path(tempfile.mkdtemp(prefix="asi_jax-host-"))
+    try:
+        mixer = baseline
+        if baseline is None:  # traced in this node's sandbox by train.py, never imported here
+            mixer = str(scratch / "candidate.py")
+            Path(mixer).write_text(source)
+        config = scratch / "config.py"
+        config.write_text(
+            "import json\nfrom ml_collections import config_dict\n\n\n"
+            "def get_config():\n    return config_dict.ConfigDict(json.loads("
+            f"{json.dumps(json.dumps({**experiment, 'mixer': mixer}))}))\n"
+        )
+        command = [sys.executable, str(TRAIN_SCRIPT), f"--config={config}",
+                   f"--workdir={workdir}", f"--coordinator={coordinator}",
+                   f"--num_processes={hosts}", f"--process_id={index}"]  # fmt: skip
+        try:
+            done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, cwd=scratch, env=dict(os.environ),
+                                  timeout=wall_seconds)  # fmt: skip
+        except subprocess.TimeoutExpired as e:
+            output = e.output.decode(errors="replace") if isinstance(e.output, bytes) else ""
+            return {"returncode": -9, "result": None, "output": (
+                f"{output}\nkilled: it ran past limits.wall_seconds={wall_seconds:g}"
+            )[-_OUTPUT_TAIL:]}  # fmt: skip
+        result_file = epath.Path(workdir) / "result.json"
+        result = None
+        if index == 0 and done.returncode == 0 and result_file.exists():
+            result = json.loads(result_file.read_text())
+        return {"returncode": done.returncode, "output": done.stdout[-_OUTPUT_TAIL:],
+                "result": result}  # fmt: skip
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _reachable(address: str) -> None:
@@ -170,6 +245,8 @@ class RayBackend:
         if config.memory_bytes:
             options["memory"] = config.memory_bytes
         self._remote = ray.remote(**options)(_on_node)
+        self._host = ray.remote(**options)(_host_process)
+        self._coordinator = ray.remote(num_cpus=0, max_retries=0)(_coordinator)
         resources = ray.cluster_resources()
         self.log(f"ray: {len(nodes)} node(s) at {config.address}, {resources.get('CPU', 0):g} "
                  f"CPUs, {resources.get('GPU', 0):g} GPUs; one evaluation takes {self.need}; "
@@ -183,13 +260,70 @@ class RayBackend:
             error, exceptions.RayTaskError | exceptions.TaskCancelledError
         )
 
-    def _wait(self, ref, cancel: threading.Event | None) -> list[Attempt]:
+    def _wait(self, refs: list, cancel: threading.Event | None,
+              failed: Callable[[Any], bool] = lambda _: False) -> list:  # fmt: skip
+        """The results of `refs`, in order. On cancel, or once one result is `failed` (the
+        others would wait for it forever), the tasks still running are killed; their results
+        are None. A task that raised raises here, after the others are killed."""
         ray = self._ray
-        while not ray.wait([ref], timeout=_POLL_SECONDS)[0]:
-            if cancel is not None and cancel.is_set():
+        results: dict[Any, Any] = {}
+        pending = list(refs)
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=len(pending),
+                                          timeout=_POLL_SECONDS)  # fmt: skip
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled()
+                for ref in ready:
+                    results[ref] = ray.get(ref)
+                    if failed(results[ref]):
+                        return [results.get(r) for r in refs]
+        finally:
+            for ref in pending:
                 ray.cancel(ref, force=True)  # kills the worker, and with it the sandbox
-                raise Cancelled()
-        return ray.get(ref)
+        return [results[r] for r in refs]
+
+    def _multi_host(self, first: int, source: str, config: EngineerConfig, destination: str,
+                    baseline: str | None, label: str, cancel: threading.Event | None
+                    ) -> list[Attempt]:  # fmt: skip
+        """One training run as a jax.distributed job of `config.hosts` processes, one per
+        node of a placement group; see the module docstring."""
+        from ray.util.placement_group import placement_group, remove_placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        hosts, started = config.hosts, time.monotonic()
+        bundle = dict(self.need) or {"CPU": 1.0}
+        group = placement_group([bundle] * hosts, strategy="STRICT_SPREAD")
+        try:
+            if not self._ray.wait([group.ready()], timeout=600)[0]:
+                raise InfrastructureError(f"no {hosts} distinct nodes with {bundle} each came "
+                                          f"free in 10 minutes for {label}")  # fmt: skip
+
+            def on(i: int) -> dict:
+                return {"scheduling_strategy": PlacementGroupSchedulingStrategy(group, i)}
+
+            coordinator = self._ray.get(self._coordinator.options(**on(0)).remote())
+            workdir = str(epath.Path(destination) / "train")
+            experiment = to_dict(config.train)
+            refs = [self._host.options(name=f"verify {label} host {i}", **on(i)).remote(
+                        i, hosts, coordinator, experiment, source, baseline, workdir,
+                        config.limits.wall_seconds)
+                    for i in range(hosts)]  # fmt: skip
+            processes = self._wait(refs, cancel, failed=lambda p: p["returncode"] != 0)
+        finally:
+            remove_placement_group(group)
+        seconds = time.monotonic() - started
+        failed = [(i, p) for i, p in enumerate(processes) if p and p["returncode"] != 0]
+        result = processes[0]["result"] if processes[0] else None
+        if failed or result is None:
+            i, p = failed[0] if failed else (0, processes[0])
+            reason = f"process {i} of {hosts} exited with {p['returncode']}:\n{p['output']}"
+            return [Attempt(first, code_hash(source), False, "train", reason, None, None,
+                            seconds)]  # fmt: skip
+        ok = result.get("status") == "completed"
+        return [Attempt(first, code_hash(source), ok, None if ok else "train",
+                        None if ok else result.get("stop_reason"), None, result,
+                        seconds)]  # fmt: skip
 
     def run_attempts(self, first: int, source: str, config: EngineerConfig, folder: Path,
                      baseline: str | None, cancel: threading.Event | None
@@ -202,11 +336,14 @@ class RayBackend:
         retry = 0
         while True:
             started = time.monotonic()
-            ref = self._remote.options(name=f"evaluate {label}").remote(
-                payload, module if path else None, path, destination
-            )
             try:
-                return self._wait(ref, cancel)
+                if config.hosts > 1:
+                    return self._multi_host(first, source, config, destination, baseline,
+                                            label, cancel)  # fmt: skip
+                ref = self._remote.options(name=f"evaluate {label}").remote(
+                    payload, module if path else None, path, destination
+                )
+                return self._wait([ref], cancel)[0]
             except Exception as e:
                 if not self._system_error(e):
                     raise

@@ -133,8 +133,14 @@ class VerifyConfig:
     bootstrap_resamples: int = 10_000
     ablate: bool = True  # ablate every verified winner (components, or the researcher's variants)
     max_ablations: int = 0  # variants per winner at most; 0: one per differing component
+    # Processes of one verification run, each on its own Ray node (backend="ray"), joined by
+    # jax.distributed; a candidate's file is traced in each node's sandbox and its programs
+    # run there (asi_jax.train.exported). 1: each run on one node, in the sandbox.
+    hosts: int = 1
 
     def __post_init__(self):
+        if self.hosts < 1:
+            raise ValueError(f"verify.hosts must be >= 1, got {self.hosts}")
         if self.promote < 0 or self.seeds < 1 or self.max_ablations < 0:
             raise ValueError("verify.promote and verify.max_ablations must be >= 0 and "
                              f"verify.seeds >= 1; got {self.promote}, {self.max_ablations}, "
@@ -254,6 +260,10 @@ class EvolutionConfig:
                              f"design grammar, and the task {task.name} has none")  # fmt: skip
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.verify.hosts > 1 and self.backend != "ray":
+            raise ValueError(f"verify.hosts={self.verify.hosts} spreads a verification run over "
+                             "Ray nodes: set backend='ray' (see the README's 'Many machines "
+                             "with Ray')")  # fmt: skip
         if self.backend == "ray" and self.pin_devices:
             raise ValueError(
                 "pin_devices applies to the local backend: on Ray each evaluation "

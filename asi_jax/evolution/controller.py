@@ -77,7 +77,7 @@ LEADERBOARD = report.LEADERBOARD
 # evaluations run (backend, ray) changes no result: a run may resume on a cluster.
 RESUMABLE_CHANGES = (
     "budget", "limits", "steering", "allow_llm_code_without_os_sandbox", "backend", "ray",
-    "verify.promote", "verify.limits", "verify.seeds", "verify.confidence",
+    "verify.promote", "verify.limits", "verify.seeds", "verify.hosts", "verify.confidence",
     "verify.bootstrap_resamples", "verify.ablate", "verify.max_ablations",
 )  # fmt: skip
 _CANCEL_GRACE_SECONDS = 10.0  # how long a stopping run waits for cancelled evaluations
@@ -285,6 +285,7 @@ class Controller:
                               limit_retries=1 if reference else 0,
                               reference=c.reference_baseline,
                               max_attempts=c.max_attempts,
+                              hosts=c.verify.hosts if split_stage(stage)[0] == "verify" else 1,
                               visible_devices=str(slot) if c.pin_devices else None)  # fmt: skip
 
     def records(self, stage: str, status: str | None = None) -> list[Record]:
