@@ -91,8 +91,11 @@ def nominal_flops(op: str, shape: Shape, *, backward: bool) -> float:
     return float(per_chunk * chunks * (3 if backward else 1))
 
 
-def block_label(block: BlockConfig) -> str:
-    """The impl name of a Pallas run at `block`: "pallas C/warps/stages"."""
+def impl_label(impl: str, block: BlockConfig | None) -> str:
+    """The name a timing carries: `impl`, or for a Pallas run at `block` "pallas
+    C/warps/stages"."""
+    if block is None:
+        return impl
     return f"pallas {block.chunk_size}/{block.num_warps}/{block.num_stages}"
 
 
@@ -197,8 +200,7 @@ def bench_jax(
     if expected is not None:
         out = fn(*args)
         error = relative_error([out] if mode == "fwd" else out, expected)
-    label = impl if block is None else block_label(block)
-    return make_timing(op, label, mode, shape, dtype, seconds, first, error)
+    return make_timing(op, impl_label(impl, block), mode, shape, dtype, seconds, first, error)
 
 
 def bench_fla(
@@ -374,7 +376,6 @@ def _bench_or_failure(
     expected: Sequence | None,
 ) -> Timing:
     """`bench_fla` or `bench_jax`; a failing impl gives a Timing that carries its error."""
-    label = block_label(block) if block is not None else impl
     timing = dict(warmup=warmup, iters=iters, expected=expected)
     try:
         if impl == FLA:
@@ -385,7 +386,8 @@ def _bench_or_failure(
         reason = f"{type(e).__name__}: {lines[0] if lines else ''}"
         nan = float("nan")
         return dataclasses.replace(
-            make_timing(op, label, mode, shape, dtype, nan, nan), failure=reason
+            make_timing(op, impl_label(impl, block), mode, shape, dtype, nan, nan),
+            failure=reason,
         )
 
 

@@ -5,6 +5,7 @@ traced one does."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ import pytest
 from jax import export
 from train_testing import losses, tiny
 
+from asi_jax.evals.downstream import DownstreamConfig
 from asi_jax.models.mixers import resolve_mixer
 from asi_jax.train import heldout, sharding
 from asi_jax.train.exported import (
@@ -111,3 +113,12 @@ def test_a_truncated_program_and_a_mesh_of_another_size_are_refused(program, tmp
     two_devices = SimpleNamespace(size=2)  # only its size is read before the refusal
     with pytest.raises(ProgramError, match="traced for 1 devices; this job's mesh has 2"):
         ProgramTrainer(config, two_devices, folder)
+
+
+def test_a_config_with_downstream_benchmarks_is_refused(program, tmp_path):
+    """Their scoring program is not exported: refused before anything runs, not after the
+    training it would end."""
+    folder, config = program
+    evals = DownstreamConfig(benchmarks=("arc_easy",), data_dir=str(tmp_path))
+    with pytest.raises(ProgramError, match=r"leave evals\.benchmarks empty"):
+        ProgramTrainer(dataclasses.replace(config, evals=evals), _one_device_mesh(), folder)

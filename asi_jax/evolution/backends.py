@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pickle
 import shutil
 import socket
@@ -171,8 +170,7 @@ def _host_process(index: int, hosts: int, coordinator: str, experiment: dict,
                    f"--num_processes={hosts}", f"--process_id={index}"]  # fmt: skip
         try:
             done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True, cwd=scratch, env=dict(os.environ),
-                                  timeout=wall_seconds)  # fmt: skip
+                                  text=True, cwd=scratch, timeout=wall_seconds)  # fmt: skip
         except subprocess.TimeoutExpired as e:
             output = e.output.decode(errors="replace") if isinstance(e.output, bytes) else ""
             return {"returncode": -9, "result": None, "output": (

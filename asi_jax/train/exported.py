@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax import export
 
@@ -80,6 +79,21 @@ def check_program(program: export.Exported, name: str) -> None:
         )
 
 
+def refuse_benchmarks(config: ExperimentConfig) -> None:
+    """Raises ProgramError when the config asks for downstream benchmarks: their scoring
+    program is not exported (a run of programs trains and measures held-out loss)."""
+    if config.evals.benchmarks:
+        raise ProgramError("a multi-host run of a mixer file trains and evaluates held-out "
+                           "loss; downstream benchmarks run on its checkpoint afterwards "
+                           "(scripts/evaluate_downstream.py), so leave evals.benchmarks "
+                           "empty")  # fmt: skip
+
+
+def _batch(data: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A batch's arrays in the dtypes the programs were traced with."""
+    return {k: np.asarray(data[k], dtype) for k, dtype in BATCH_DTYPES.items()}
+
+
 def _pack(state: Mapping[str, Any]) -> dict[str, Any]:
     return {"step": state["step"], **{part: jax.tree.leaves(state[part]) for part in PARTS}}
 
@@ -105,14 +119,8 @@ def export_program(
         trainer = Trainer(config, mesh, mixer)
         replicated = sharding.replicated(mesh)
 
-        def init() -> dict:
-            params, rest = trainer._init_params()
-            state = {"step": jnp.zeros((), jnp.int32), "params": params, "rest": rest,
-                     "opt_state": trainer._init_opt(params)}  # fmt: skip
-            return state
-
         with jax.set_mesh(mesh):
-            abstract = jax.eval_shape(init)
+            abstract = jax.eval_shape(trainer.fresh_state)
         trees = {part: jax.tree.structure(abstract[part]) for part in PARTS}
         packed = _pack(abstract)
         shardings = jax.tree.map(lambda x: x.sharding or replicated, packed)
@@ -142,8 +150,10 @@ def export_program(
         platforms = (platform,)
         with jax.set_mesh(mesh):
             programs = {
-                "init": export.export(jax.jit(lambda: _pack(init()), out_shardings=shardings),
-                                      platforms=platforms)(),
+                "init": export.export(
+                    jax.jit(lambda: _pack(trainer.fresh_state()), out_shardings=shardings),
+                    platforms=platforms,
+                )(),
                 "step": export.export(
                     jax.jit(step, in_shardings=(shardings, sharding.batch_sharding(mesh)),
                             out_shardings=(shardings, replicated), donate_argnums=0),
@@ -176,9 +186,11 @@ def eval_row_counts(sets: Mapping[str, Sequence[Mapping[str, np.ndarray]]]) -> l
 class ProgramTrainer:
     """`Trainer`'s interface over a program folder written by `export_program`: what
     `trainer.train` calls (init_state, train_step, eval_sums, param_counts) runs the
-    programs, each checked by `check_program` as it loads."""
+    programs, each checked by `check_program` as it loads. No downstream scoring: a config
+    with benchmarks is refused (`refuse_benchmarks`)."""
 
     def __init__(self, config: ExperimentConfig, mesh: jax.sharding.Mesh, folder: Path):
+        refuse_benchmarks(config)
         self.config, self.mesh = config, mesh
         try:
             manifest = json.loads((folder / MANIFEST).read_text())
@@ -214,19 +226,12 @@ class ProgramTrainer:
             return self._program("init").call()
 
     def train_step(self, state: dict, local_batch) -> tuple[dict, dict]:
-        local = {k: np.asarray(local_batch[k], BATCH_DTYPES[k]) for k in BATCH_DTYPES}
         with jax.set_mesh(self.mesh):
-            return self._program("step").call(state, sharding.global_batch(local, self.mesh))
+            return self._program("step").call(
+                state, sharding.global_batch(_batch(local_batch), self.mesh)
+            )
 
     def eval_sums(self, state: dict, batch) -> dict[str, jax.Array]:
-        data = {k: np.asarray(batch[k], BATCH_DTYPES[k]) for k in BATCH_DTYPES}
+        data = _batch(batch)
         with jax.set_mesh(self.mesh):
             return self._program(f"eval_{len(data['inputs'])}").call(state, data)
-
-    def scores(self, state: dict, batch) -> dict[str, jax.Array]:
-        raise ProgramError("downstream benchmarks are not exported; run them on the "
-                           "checkpoint afterwards (scripts/evaluate_downstream.py)")  # fmt: skip
-
-    @property
-    def batch_devices(self) -> int:
-        return int(np.prod([self.mesh.shape[a] for a in sharding.BATCH_AXES]))

@@ -14,7 +14,7 @@ from asi_jax.candidates.engineer import check_mixer_source, export_training_prog
 from asi_jax.models.mixers import MIXERS
 from asi_jax.train import distributed, heldout
 from asi_jax.train.config import ExperimentConfig, from_config_dict
-from asi_jax.train.exported import eval_row_counts
+from asi_jax.train.exported import eval_row_counts, refuse_benchmarks
 from asi_jax.train.trainer import train
 from asi_jax.workdir import hold, is_remote
 
@@ -31,13 +31,8 @@ def run(
     experiment = from_config_dict(config)
     settings = settings or distributed.DistributedConfig.from_env()
     sandboxed = settings.multi_host and experiment.mixer not in MIXERS
-    if sandboxed and experiment.evals.benchmarks:
-        raise ValueError(
-            "a multi-host run of a mixer file trains and evaluates held-out loss; "
-            "downstream benchmarks run on its checkpoint afterwards "
-            "(scripts/evaluate_downstream.py), so leave evals.benchmarks empty"
-        )
-    if sandboxed:  # before any rendezvous: a refused file keeps no other host waiting
+    if sandboxed:  # before any rendezvous: a refused run keeps no other host waiting
+        refuse_benchmarks(experiment)
         check_mixer_source(experiment.mixer)
     distributed.initialize(settings)
     program = sandboxed_program(experiment, workdir) if sandboxed else None

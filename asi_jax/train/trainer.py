@@ -140,13 +140,8 @@ class Trainer:
         it. `rest` is the model's state besides its parameters (a dropout's RNG stream, batch
         statistics): carried from step to step, and checkpointed, like the parameters."""
         with jax.set_mesh(self.mesh):
-            params, rest = self._init_params()
-            state = {
-                "step": jax.device_put(jnp.zeros((), jnp.int32), sharding.replicated(self.mesh)),
-                "params": params,
-                "rest": rest,
-                "opt_state": self._init_opt(params),
-            }
+            state = self.fresh_state()
+            state["step"] = jax.device_put(state["step"], sharding.replicated(self.mesh))
         state_sharding = jax.tree.map(lambda x: x.sharding, state)
         self._train_step = jax.jit(
             self._step,
@@ -157,6 +152,13 @@ class Trainer:
         self._eval_step = jax.jit(self._eval_sums, out_shardings=sharding.replicated(self.mesh))
         self._score_step = jax.jit(self._scores, out_shardings=sharding.replicated(self.mesh))
         return state
+
+    def fresh_state(self) -> dict:
+        """{step, params, rest, opt_state} at initialisation, sharded (the step on the default
+        device); traceable, so `asi_jax.train.exported` traces the same initialisation."""
+        params, rest = self._init_params()
+        return {"step": jnp.zeros((), jnp.int32), "params": params, "rest": rest,
+                "opt_state": self._init_opt(params)}  # fmt: skip
 
     def _logits(self, params, rest, inputs, *, training: bool):
         """(logits, the model's updated non-parameter state). Evaluation runs the model in
